@@ -1,0 +1,239 @@
+//! Byte-exact specifications of the framing rules.
+
+use bytes::BytesMut;
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::*;
+
+/// Feeds `chunks` one at a time, then ends the stream; returns every frame
+/// (as text) and error, in order.
+fn decode_all(mut codec: DelimiterCodec, chunks: &[&[u8]]) -> Vec<Result<String, String>> {
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let mut push = |item: Result<Option<Frame>, Error>, out: &mut Vec<_>| match item {
+        Ok(Some(frame)) => {
+            out.push(Ok(String::from_utf8(frame.to_vec()).unwrap()));
+            true
+        }
+        Ok(None) => false,
+        Err(err) => {
+            out.push(Err(err.to_string()));
+            true
+        }
+    };
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        while push(codec.decode(&mut buf), &mut out) {}
+    }
+    while push(codec.decode_eof(&mut buf), &mut out) {}
+    out
+}
+
+fn frames(items: &[&str]) -> Vec<Result<String, String>> {
+    items.iter().map(|s| Ok(s.to_string())).collect()
+}
+
+fn too_long(limit: usize) -> Result<String, String> {
+    Err(Error::FrameTooLong { limit }.to_string())
+}
+
+#[test]
+fn crlf_is_stripped_in_line_mode() {
+    let out = decode_all(DelimiterCodec::lines(), &[b"a\r\nb\n"]);
+    assert_eq!(out, frames(&["a", "b"]));
+}
+
+#[test]
+fn only_one_cr_is_stripped_and_a_lone_cr_is_data() {
+    let out = decode_all(DelimiterCodec::lines(), &[b"a\r\r\nb\rc\n\r\n"]);
+    assert_eq!(out, frames(&["a\r", "b\rc", ""]));
+}
+
+#[test]
+fn cr_split_from_its_lf_across_reads_is_still_stripped() {
+    let out = decode_all(DelimiterCodec::lines(), &[b"abc\r", b"\n"]);
+    assert_eq!(out, frames(&["abc"]));
+}
+
+#[test]
+fn empty_frames_are_frames() {
+    let out = decode_all(DelimiterCodec::lines(), &[b"\n\n"]);
+    assert_eq!(out, frames(&["", ""]));
+    let out = decode_all(DelimiterCodec::byte(b';'), &[b";;x;"]);
+    assert_eq!(out, frames(&["", "", "x"]));
+}
+
+#[test]
+fn custom_delimiter_strips_nothing_else() {
+    let out = decode_all(DelimiterCodec::byte(b'|'), &[b"a\r|b\n|c"]);
+    assert_eq!(out, frames(&["a\r", "b\n", "c"]));
+}
+
+#[test]
+fn byte_newline_keeps_the_cr() {
+    let out = decode_all(DelimiterCodec::byte(b'\n'), &[b"a\r\n"]);
+    assert_eq!(out, frames(&["a\r"]));
+}
+
+#[test]
+fn trailing_bytes_at_eof_are_the_last_frame() {
+    let out = decode_all(DelimiterCodec::lines(), &[b"a\nrest"]);
+    assert_eq!(out, frames(&["a", "rest"]));
+    let out = decode_all(DelimiterCodec::lines(), &[b"a\nrest\r"]);
+    assert_eq!(out, frames(&["a", "rest"]));
+    let out = decode_all(DelimiterCodec::byte(b';'), &[b"a;rest\r"]);
+    assert_eq!(out, frames(&["a", "rest\r"]));
+}
+
+#[test]
+fn nothing_after_the_last_delimiter_is_no_frame() {
+    assert_eq!(decode_all(DelimiterCodec::lines(), &[b"a\n"]), frames(&["a"]));
+    assert_eq!(decode_all(DelimiterCodec::lines(), &[]), frames(&[]));
+}
+
+#[test]
+fn eof_mode_delivers_the_whole_stream_as_one_frame() {
+    let out = decode_all(DelimiterCodec::eof(), &[b"a\nb", b"\r\n", b"c"]);
+    assert_eq!(out, frames(&["a\nb\r\nc"]));
+}
+
+#[test]
+fn eof_mode_with_an_empty_stream_yields_no_frame() {
+    assert_eq!(decode_all(DelimiterCodec::eof(), &[b""]), frames(&[]));
+}
+
+#[test]
+fn a_frame_exactly_at_the_limit_is_accepted() {
+    let codec = DelimiterCodec::lines().max_frame_length(4);
+    assert_eq!(decode_all(codec.clone(), &[b"abcd\n"]), frames(&["abcd"]));
+    // The stripped `\r` does not count toward the limit.
+    assert_eq!(decode_all(codec.clone(), &[b"abcd\r\n"]), frames(&["abcd"]));
+    assert_eq!(decode_all(codec, &[b"abcd\r", b"\n"]), frames(&["abcd"]));
+    let codec = DelimiterCodec::byte(b';').max_frame_length(4);
+    assert_eq!(decode_all(codec, &[b"abcd;"]), frames(&["abcd"]));
+    let codec = DelimiterCodec::eof().max_frame_length(4);
+    assert_eq!(decode_all(codec, &[b"ab", b"cd"]), frames(&["abcd"]));
+}
+
+#[test]
+fn one_byte_over_the_limit_is_an_error() {
+    let codec = DelimiterCodec::lines().max_frame_length(4);
+    assert_eq!(decode_all(codec.clone(), &[b"abcde\nok\n"]), vec![too_long(4), Ok("ok".into())]);
+    // A kept `\r` counts: "abc\r\r" is the frame "abc\r\r" minus one `\r`.
+    assert_eq!(decode_all(codec, &[b"abcd\r\r\n"]), vec![too_long(4)]);
+    let codec = DelimiterCodec::byte(b';').max_frame_length(4);
+    assert_eq!(decode_all(codec, &[b"abcd\r;"]), vec![too_long(4)]);
+    let codec = DelimiterCodec::eof().max_frame_length(4);
+    assert_eq!(decode_all(codec, &[b"abcde"]), vec![too_long(4)]);
+}
+
+#[test]
+fn the_limit_is_reported_as_soon_as_it_is_passed() {
+    let mut codec = DelimiterCodec::lines().max_frame_length(4);
+    let mut buf = BytesMut::from(&b"abc"[..]);
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    buf.extend_from_slice(b"de"); // five bytes and no delimiter yet
+    assert!(matches!(codec.decode(&mut buf), Err(Error::FrameTooLong { limit: 4 })));
+    assert!(buf.is_empty(), "the oversized frame is not buffered");
+    buf.extend_from_slice(&[b'x'; 1000]);
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    assert!(buf.is_empty(), "its rest is dropped as it arrives");
+    buf.extend_from_slice(b"xx\nnext\n");
+    assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "next");
+}
+
+#[test]
+fn the_limit_is_passed_across_chunk_boundaries() {
+    let codec = DelimiterCodec::lines().max_frame_length(8);
+    let out = decode_all(codec, &[b"ok\nabc", b"def", b"ghi", b"jkl\nafter\n"]);
+    assert_eq!(out, vec![Ok("ok".into()), too_long(8), Ok("after".into())]);
+    let codec = DelimiterCodec::eof().max_frame_length(8);
+    let out = decode_all(codec, &[b"abc", b"def", b"ghi", b"jkl"]);
+    assert_eq!(out, vec![too_long(8)]);
+}
+
+#[test]
+fn line_mode_cr_at_the_limit_waits_for_the_next_byte() {
+    let mut codec = DelimiterCodec::lines().max_frame_length(2);
+    let mut buf = BytesMut::from(&b"ab\r"[..]);
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    buf.extend_from_slice(b"x");
+    assert!(matches!(codec.decode(&mut buf), Err(Error::FrameTooLong { limit: 2 })));
+}
+
+#[test]
+fn oversized_trailing_bytes_at_eof_are_an_error() {
+    let codec = DelimiterCodec::lines().max_frame_length(3);
+    assert_eq!(decode_all(codec, &[b"a\nabcd"]), vec![Ok("a".into()), too_long(3)]);
+}
+
+#[test]
+fn frames_before_an_oversized_one_in_the_same_read_come_first() {
+    let codec = DelimiterCodec::lines().max_frame_length(3);
+    let out = decode_all(codec, &[b"a\nb\ntoolong\nc\n"]);
+    assert_eq!(out, vec![Ok("a".into()), Ok("b".into()), too_long(3), Ok("c".into())]);
+}
+
+#[test]
+fn lifted_limit_accepts_large_frames() {
+    let big = vec![b'x'; 1 << 20];
+    let mut input = big.clone();
+    input.push(b'\n');
+    let codec = DelimiterCodec::lines().max_frame_length(usize::MAX);
+    assert_eq!(decode_all(codec, &[&input]), vec![Ok(String::from_utf8(big).unwrap())]);
+}
+
+#[test]
+fn a_partial_frame_is_never_rescanned() {
+    let mut codec = DelimiterCodec::lines();
+    let mut buf = BytesMut::from(&b"abc"[..]);
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    assert_eq!(codec.next_index, 3);
+    buf.extend_from_slice(b"de");
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    assert_eq!(codec.next_index, 5);
+    buf.extend_from_slice(b"\n");
+    assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "abcde");
+    assert_eq!(codec.next_index, 0);
+}
+
+#[test]
+fn encoding_appends_the_delimiter() {
+    let mut out = BytesMut::new();
+    DelimiterCodec::lines().encode("a", &mut out).unwrap();
+    DelimiterCodec::lines().encode(Frame::new(), &mut out).unwrap();
+    DelimiterCodec::byte(b';').encode(b"b", &mut out).unwrap();
+    DelimiterCodec::eof().encode("c\nd", &mut out).unwrap();
+    assert_eq!(&out[..], b"a\n\nb;c\nd");
+}
+
+#[test]
+fn encoding_a_frame_with_the_delimiter_is_an_error() {
+    let mut out = BytesMut::from("kept");
+    let err = DelimiterCodec::lines().encode("a\nb", &mut out).unwrap_err();
+    assert!(matches!(err, Error::DelimiterInFrame { delimiter: b'\n', offset: 1 }));
+    assert_eq!(err.to_string(), "frame to send contains the delimiter byte 0x0a at offset 1");
+    assert_eq!(&out[..], b"kept", "nothing is written");
+}
+
+#[test]
+fn json_codec_round_trips_and_refuses_a_delimiter_in_the_json() {
+    let mut codec = JsonCodec::<Vec<String>>::new();
+    let mut buf = BytesMut::new();
+    codec.encode(vec!["a\nb".to_string()], &mut buf).unwrap();
+    assert_eq!(&buf[..], b"[\"a\\nb\"]\n");
+    assert_eq!(codec.decode(&mut buf).unwrap(), Some(vec!["a\nb".to_string()]));
+
+    let mut comma = JsonCodec::<Vec<u8>>::with_framing(DelimiterCodec::byte(b','));
+    let err = comma.encode(vec![1u8, 2], &mut buf).unwrap_err();
+    assert!(matches!(err, Error::DelimiterInFrame { delimiter: b',', .. }));
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn json_codec_reports_bad_frames_with_a_prefix() {
+    let mut codec = JsonCodec::<u32>::new();
+    let mut buf = BytesMut::from("not json\n");
+    let err = codec.decode(&mut buf).unwrap_err();
+    assert!(err.to_string().contains("frame starts with \"not json\""), "{err}");
+}
