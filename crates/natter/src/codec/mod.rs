@@ -77,7 +77,9 @@ impl Delimiter {
 ///   At end of input, trailing bytes without a delimiter are the last frame.
 /// * Encodes anything that is `AsRef<[u8]>` by appending the delimiter; a
 ///   frame that contains the delimiter is refused with
-///   [`Error::DelimiterInFrame`] rather than silently split in two.
+///   [`Error::DelimiterInFrame`] rather than silently split in two. In line
+///   mode a frame ending in `\r` is sent as `..\r\r\n`, so that the
+///   stripping of one `\r` gives it back unchanged.
 /// * A frame longer than [`max_frame_length`](Self::max_frame_length)
 ///   (64 KiB by default; the delimiter and a stripped `\r` do not count)
 ///   is an [`Error::FrameTooLong`] the moment the limit is passed, and its
@@ -295,8 +297,15 @@ impl<T: AsRef<[u8]>> Encoder<T> for DelimiterCodec {
                 if let Some(offset) = memchr::memchr(delimiter, data) {
                     return Err(Error::DelimiterInFrame { delimiter, offset });
                 }
-                dst.reserve(data.len() + 1);
+                // The reader strips one `\r` before a line's `\n`, so a line
+                // that itself ends in `\r` is sent with a second one to read
+                // back whole.
+                let keep_cr = self.delimiter == Delimiter::Line && data.last() == Some(&b'\r');
+                dst.reserve(data.len() + 2);
                 dst.put_slice(data);
+                if keep_cr {
+                    dst.put_u8(b'\r');
+                }
                 dst.put_u8(delimiter);
             }
             None => dst.extend_from_slice(data),
