@@ -126,6 +126,15 @@ pub enum Error {
         timeout: Duration,
     },
 
+    /// A builder was given a setting that cannot work.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(&'static str),
+
+    /// An encoder passed to [`Conn::send_with`](crate::Conn::send_with)
+    /// failed.
+    #[error("could not encode a frame: {0}")]
+    Encode(Arc<dyn std::error::Error + Send + Sync + 'static>),
+
     /// The connection is closed, so the frame or request could not be sent
     /// or answered.
     #[error("connection closed")]

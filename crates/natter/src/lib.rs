@@ -2,9 +2,18 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod conn;
 mod error;
+mod event;
 mod frame;
+pub mod layer;
+mod reply;
+mod server;
 
 pub use codec::{Delimiter, DelimiterCodec, JsonCodec};
+pub use conn::Conn;
 pub use error::{BoxError, Error};
+pub use event::{Event, EventKind, Events};
 pub use frame::Frame;
+pub use reply::IntoReply;
+pub use server::{Server, ServerBuilder, ServerHandle};

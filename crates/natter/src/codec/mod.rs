@@ -77,9 +77,10 @@ impl Delimiter {
 ///   At end of input, trailing bytes without a delimiter are the last frame.
 /// * Encodes anything that is `AsRef<[u8]>` by appending the delimiter; a
 ///   frame that contains the delimiter is refused with
-///   [`Error::DelimiterInFrame`] rather than silently split in two. In line
-///   mode a frame ending in `\r` is sent as `..\r\r\n`, so that the
-///   stripping of one `\r` gives it back unchanged.
+///   [`Error::DelimiterInFrame`] rather than silently split in two. Exactly
+///   the frame's bytes and the delimiter are written: in line mode a frame
+///   that ends in `\r` reads back without that `\r` (line mode's one
+///   ambiguity; use [`byte`](Self::byte)`(b'\n')` to keep every `\r`).
 /// * A frame longer than [`max_frame_length`](Self::max_frame_length)
 ///   (64 KiB by default; the delimiter and a stripped `\r` do not count)
 ///   is an [`Error::FrameTooLong`] the moment the limit is passed, and its
@@ -297,15 +298,11 @@ impl<T: AsRef<[u8]>> Encoder<T> for DelimiterCodec {
                 if let Some(offset) = memchr::memchr(delimiter, data) {
                     return Err(Error::DelimiterInFrame { delimiter, offset });
                 }
-                // The reader strips one `\r` before a line's `\n`, so a line
-                // that itself ends in `\r` is sent with a second one to read
-                // back whole.
-                let keep_cr = self.delimiter == Delimiter::Line && data.last() == Some(&b'\r');
-                dst.reserve(data.len() + 2);
+                // The frame's bytes, then the delimiter: nothing else, even
+                // for a line ending in `\r` (the wire contract of the echo
+                // example: `a\r\r\n` is answered `a\r\n`).
+                dst.reserve(data.len() + 1);
                 dst.put_slice(data);
-                if keep_cr {
-                    dst.put_u8(b'\r');
-                }
                 dst.put_u8(delimiter);
             }
             None => dst.extend_from_slice(data),

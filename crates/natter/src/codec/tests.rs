@@ -237,3 +237,11 @@ fn json_codec_reports_bad_frames_with_a_prefix() {
     let err = codec.decode(&mut buf).unwrap_err();
     assert!(err.to_string().contains("frame starts with \"not json\""), "{err}");
 }
+
+#[test]
+fn line_mode_writes_a_trailing_cr_as_is() {
+    // CONTRACT.md: `a\r\r\n` is the frame `a\r`, answered `a\r\n`.
+    let mut out = BytesMut::new();
+    DelimiterCodec::lines().encode("a\r", &mut out).unwrap();
+    assert_eq!(&out[..], b"a\r\n");
+}

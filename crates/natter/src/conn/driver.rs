@@ -1,0 +1,366 @@
+//! The connection driver: reads frames, calls the service, writes replies.
+//!
+//! One `poll` runs a whole batch: it handles every frame the socket has
+//! ready (up to the in-flight limit), encodes every finished reply into the
+//! write buffer, and only then flushes, once. Reading pauses while the
+//! write buffer is above its high-water mark, so a peer that does not read
+//! cannot make the server buffer without bound; the write timeout then
+//! closes it.
+//!
+//! How a connection ends:
+//! * it stops *reading* when the peer half-closes, on a fatal error, on
+//!   [`Conn::close`], or (graceful shutdown) once the bytes the socket
+//!   already holds are read;
+//! * it then finishes every frame in hand, writes every reply and queued
+//!   frame, sends FIN, and reads and discards for a short linger so that
+//!   the peer gets our last bytes rather than a reset;
+//! * a cut, a write timeout or a dead socket end it at once.
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Sink, StreamExt};
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tokio_util::codec::{Encoder, Framed};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tower::Service;
+
+use super::pipeline::Pipeline;
+use super::{Conn, ConnConfig, Outbound};
+use crate::event::{EventKind, EventSender};
+use crate::layer::CatchPanic;
+use crate::{BoxError, DelimiterCodec, Error, Frame, IntoReply};
+
+/// The server-wide (or client-wide) signals a connection obeys.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Signals {
+    /// Graceful shutdown: read what the socket already holds, answer it,
+    /// close.
+    pub(crate) shutdown: CancellationToken,
+    /// Stop now.
+    pub(crate) cut: CancellationToken,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Open,
+    /// Graceful shutdown: read only what is already there.
+    Draining,
+    Done,
+}
+
+enum Exit {
+    /// Every reply written: close politely.
+    Finished,
+    /// Drop the socket now.
+    Aborted,
+}
+
+/// Runs one connection to its end. Never panics on anything the peer or
+/// the service does: every failure becomes an event.
+pub(crate) async fn run<S>(
+    stream: TcpStream,
+    conn: Conn,
+    outbound: Outbound,
+    service: S,
+    config: ConnConfig,
+    signals: Signals,
+    events: EventSender,
+) where
+    S: Service<Frame>,
+    S::Response: IntoReply,
+    S::Error: Into<BoxError>,
+{
+    let peer = conn.peer_addr();
+    events.send(peer, EventKind::Connected);
+    let now = Instant::now();
+    let idle_deadline = config.idle_timeout.map_or(now, |timeout| now + timeout);
+    let mut driver = pin!(Driver {
+        framed: Framed::new(stream, config.codec.clone()),
+        encoder: config.codec.clone(),
+        service: CatchPanic::new(service),
+        pipeline: Pipeline::new(config.max_in_flight),
+        pending: None,
+        outbound: outbound.receiver,
+        reading: Reading::Open,
+        idle_deadline,
+        idle_timer: sleep_until(idle_deadline),
+        write_deadline: None,
+        write_timer: sleep_until(now),
+        close: Box::pin(conn.close_token().clone().cancelled_owned()),
+        shutdown: Box::pin(signals.shutdown.cancelled_owned()),
+        cut: Box::pin(signals.cut.clone().cancelled_owned()),
+        conn: conn.clone(),
+        events: events.clone(),
+        config,
+    });
+    let exit = poll_fn(|cx| driver.as_mut().poll_drive(cx)).await;
+    if let Exit::Finished = exit {
+        let linger = driver.config.linger;
+        let stream = driver.as_mut().project().framed.get_mut();
+        tokio::select! {
+            () = signals.cut.cancelled() => {}
+            () = close_politely(stream, linger) => {}
+        }
+    }
+    conn.mark_closed();
+    events.send(peer, EventKind::Closed);
+}
+
+/// Sends FIN, then reads and discards what the peer still sends until it
+/// closes too or `linger` passes. Closing a socket with unread bytes makes
+/// the kernel send a reset, which can destroy replies the peer has not read
+/// yet.
+async fn close_politely(stream: &mut TcpStream, linger: Duration) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(linger, async {
+        let mut scratch = [0u8; 1024];
+        while let Ok(1..) = stream.read(&mut scratch).await {}
+    })
+    .await;
+}
+
+pin_project! {
+    struct Driver<S, F: Future> {
+        framed: Framed<TcpStream, DelimiterCodec>,
+        encoder: DelimiterCodec,
+        service: S,
+        #[pin]
+        pipeline: Pipeline<F>,
+        // Decoded, waiting for the service to be ready.
+        pending: Option<Frame>,
+        outbound: mpsc::Receiver<Bytes>,
+        reading: Reading,
+        // The idle deadline moves with every frame; the timer is only reset
+        // when it fires early, so a busy connection does not touch the
+        // timer wheel per frame.
+        idle_deadline: Instant,
+        #[pin]
+        idle_timer: Sleep,
+        write_deadline: Option<Instant>,
+        #[pin]
+        write_timer: Sleep,
+        close: Pin<Box<WaitForCancellationFutureOwned>>,
+        shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+        cut: Pin<Box<WaitForCancellationFutureOwned>>,
+        conn: Conn,
+        events: EventSender,
+        config: ConnConfig,
+    }
+}
+
+impl<S> Driver<CatchPanic<S>, <CatchPanic<S> as Service<Frame>>::Future>
+where
+    S: Service<Frame>,
+    S::Response: IntoReply,
+    S::Error: Into<BoxError>,
+{
+    fn poll_drive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exit> {
+        let mut this = self.project();
+        if this.cut.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Exit::Aborted);
+        }
+        if *this.reading == Reading::Open {
+            if this.close.as_mut().poll(cx).is_ready() {
+                *this.reading = Reading::Done;
+            } else if this.shutdown.as_mut().poll(cx).is_ready() {
+                *this.reading = Reading::Draining;
+            }
+        }
+        let high_water = this.config.write_buffer;
+        let peer = this.conn.peer_addr();
+        let report = |events: &EventSender, error: Error| events.send(peer, EventKind::Error(error));
+
+        loop {
+            // Move everything that is ready into the write buffer, reading
+            // frames as long as there is room for them.
+            loop {
+                let mut progress = false;
+
+                // Frames sent through `Conn`.
+                while this.framed.write_buffer().len() < high_water {
+                    match this.outbound.poll_recv(cx) {
+                        Poll::Ready(Some(bytes)) => {
+                            this.framed.write_buffer_mut().extend_from_slice(&bytes);
+                            progress = true;
+                        }
+                        _ => break,
+                    }
+                }
+
+                // Handlers that finished, in frame order.
+                while this.framed.write_buffer().len() < high_water {
+                    let Poll::Ready(Some(result)) = this.pipeline.as_mut().poll_next(cx) else {
+                        break;
+                    };
+                    progress = true;
+                    // What the handler sent itself was queued before it
+                    // finished, so it goes before the reply.
+                    while let Ok(bytes) = this.outbound.try_recv() {
+                        this.framed.write_buffer_mut().extend_from_slice(&bytes);
+                    }
+                    match result {
+                        Ok(response) => {
+                            if let Some(frame) = response.into_reply() {
+                                let buffer = this.framed.write_buffer_mut();
+                                if let Err(error) = this.encoder.encode(frame, buffer) {
+                                    report(this.events, error);
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            let error = Error::from_service(error);
+                            if error.closes_connection() {
+                                *this.reading = Reading::Done;
+                            }
+                            report(this.events, error);
+                        }
+                    }
+                    if this.pipeline.is_empty() {
+                        if let Some(timeout) = this.config.idle_timeout {
+                            *this.idle_deadline = Instant::now() + timeout;
+                        }
+                    }
+                }
+
+                // New frames, while there is room for them. A frame already
+                // decoded is in hand and is handled even when reading stopped.
+                while (this.pending.is_some() || *this.reading != Reading::Done)
+                    && this.pipeline.len() < this.config.max_in_flight
+                    && this.framed.write_buffer().len() < high_water
+                {
+                    if this.conn.close_requested() && *this.reading != Reading::Done {
+                        *this.reading = Reading::Done;
+                        continue;
+                    }
+                    let frame = match this.pending.take() {
+                        Some(frame) => frame,
+                        None => match this.framed.poll_next_unpin(cx) {
+                            Poll::Ready(Some(Ok(frame))) => {
+                                if let Some(timeout) = this.config.idle_timeout {
+                                    *this.idle_deadline = Instant::now() + timeout;
+                                }
+                                frame
+                            }
+                            Poll::Ready(Some(Err(error))) => {
+                                *this.reading = Reading::Done;
+                                let dead_socket = matches!(error, Error::Io(_));
+                                report(this.events, error);
+                                if dead_socket {
+                                    return Poll::Ready(Exit::Aborted);
+                                }
+                                break;
+                            }
+                            Poll::Ready(None) => {
+                                *this.reading = Reading::Done;
+                                break;
+                            }
+                            Poll::Pending => {
+                                if *this.reading == Reading::Draining {
+                                    *this.reading = Reading::Done;
+                                }
+                                break;
+                            }
+                        },
+                    };
+                    match this.service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let future = this.service.call(frame);
+                            this.pipeline.as_mut().push(future);
+                            progress = true;
+                        }
+                        Poll::Ready(Err(error)) => {
+                            // A service that fails readiness cannot take
+                            // frames any more.
+                            *this.reading = Reading::Done;
+                            report(this.events, Error::from_service(error));
+                            break;
+                        }
+                        Poll::Pending => {
+                            *this.pending = Some(frame);
+                            break;
+                        }
+                    }
+                }
+
+                if !progress {
+                    break;
+                }
+            }
+
+            let finishing = *this.reading == Reading::Done
+                && this.pending.is_none()
+                && this.pipeline.is_empty();
+            if finishing {
+                // Refuse new frames from `Conn`, write the ones queued.
+                this.outbound.close();
+                while let Ok(bytes) = this.outbound.try_recv() {
+                    this.framed.write_buffer_mut().extend_from_slice(&bytes);
+                }
+            }
+
+            // One flush for the whole batch.
+            let before = this.framed.write_buffer().len();
+            if before > 0 {
+                match Sink::<Frame>::poll_flush(Pin::new(&mut *this.framed), cx) {
+                    Poll::Ready(Ok(())) => *this.write_deadline = None,
+                    Poll::Ready(Err(error)) => {
+                        report(this.events, error);
+                        return Poll::Ready(Exit::Aborted);
+                    }
+                    Poll::Pending => {
+                        let after = this.framed.write_buffer().len();
+                        if after < before || this.write_deadline.is_none() {
+                            *this.write_deadline =
+                                this.config.write_timeout.map(|timeout| Instant::now() + timeout);
+                        }
+                    }
+                }
+                let after = this.framed.write_buffer().len();
+                if before >= high_water && after < high_water && !finishing {
+                    // Room again: read and handle more before sleeping.
+                    continue;
+                }
+            }
+            if finishing && this.framed.write_buffer().is_empty() {
+                return Poll::Ready(Exit::Finished);
+            }
+
+            // Idle: nothing in hand and no complete frame for too long.
+            if let Some(timeout) = this.config.idle_timeout {
+                if *this.reading == Reading::Open && this.pipeline.is_empty() && this.pending.is_none() {
+                    let deadline = *this.idle_deadline;
+                    if this.idle_timer.deadline() != deadline {
+                        this.idle_timer.as_mut().reset(deadline);
+                    }
+                    if this.idle_timer.as_mut().poll(cx).is_ready() {
+                        *this.reading = Reading::Done;
+                        report(this.events, Error::IdleTimeout(timeout));
+                        continue;
+                    }
+                }
+            }
+
+            // Write: the peer stopped reading what we write.
+            if let (Some(deadline), Some(timeout)) = (*this.write_deadline, this.config.write_timeout) {
+                if this.write_timer.deadline() != deadline {
+                    this.write_timer.as_mut().reset(deadline);
+                }
+                if this.write_timer.as_mut().poll(cx).is_ready() {
+                    report(this.events, Error::WriteTimeout(timeout));
+                    return Poll::Ready(Exit::Aborted);
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+}

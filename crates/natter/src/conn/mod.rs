@@ -1,0 +1,248 @@
+//! One connection: its context [`Conn`], and the driver that runs
+//! `Framed<TcpStream>` -> layers -> `Service<Frame>` for it.
+//!
+//! The server and the client both hand every TCP stream they get to the
+//! same driver; nothing else in natter reads or writes a socket. The driver
+//! owns every per-connection concern: reply order, the read idle timeout,
+//! bounded write buffering with its write timeout, closing after the frame
+//! in hand, and draining on graceful shutdown.
+
+mod driver;
+mod pipeline;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::codec::Encoder;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use driver::{Signals, run};
+
+use crate::{BoxError, DelimiterCodec, Error, Frame};
+
+/// The settings of one connection, shared by the server and client
+/// builders.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnConfig {
+    pub(crate) codec: DelimiterCodec,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
+    /// Stop reading and handling while this many bytes wait to be written.
+    pub(crate) write_buffer: usize,
+    pub(crate) max_in_flight: usize,
+    /// Frames sent through `Conn` that may wait for the writer.
+    pub(crate) send_queue: usize,
+    /// How long a closing connection reads and discards what the peer
+    /// still sends, so that the peer gets our last replies and a FIN rather
+    /// than a reset.
+    pub(crate) linger: Duration,
+}
+
+/// Defaults of [`ConnConfig`], documented on the builders.
+pub(crate) const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_WRITE_BUFFER: usize = 64 * 1024;
+pub(crate) const DEFAULT_SEND_QUEUE: usize = 64;
+pub(crate) const DEFAULT_LINGER: Duration = Duration::from_millis(500);
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        ConnConfig {
+            codec: DelimiterCodec::lines(),
+            idle_timeout: None,
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            write_buffer: DEFAULT_WRITE_BUFFER,
+            max_in_flight: 1,
+            send_queue: DEFAULT_SEND_QUEUE,
+            linger: DEFAULT_LINGER,
+        }
+    }
+}
+
+/// The context of one connection: its addresses, a way to send frames on it
+/// from anywhere, and a way to close it.
+///
+/// A service factory gets one for each connection; clone it freely (into the
+/// service, into other tasks). Shared user state goes in the factory
+/// closure (an `Arc` it clones into each service), per-connection state in
+/// the service the factory builds: both are plain Rust ownership.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use natter::{Conn, Frame, Server};
+/// use tower::service_fn;
+///
+/// # async fn demo() -> Result<(), natter::Error> {
+/// let total = Arc::new(AtomicU64::new(0)); // shared by every connection
+/// let server = Server::builder().bind("127.0.0.1:0").await?;
+/// server
+///     .serve(move |conn: &Conn| {
+///         let total = total.clone();
+///         let conn = conn.clone();
+///         let mut mine = 0u64; // this connection's own state
+///         service_fn(move |frame: Frame| {
+///             mine += 1;
+///             let n = total.fetch_add(1, Ordering::Relaxed) + 1;
+///             let conn = conn.clone();
+///             async move {
+///                 if frame == "bye" {
+///                     conn.close(); // after this reply is written
+///                 }
+///                 Ok::<_, natter::Error>(format!("{} says: frame {mine} here, {n} in all", conn.peer_addr()))
+///             }
+///         })
+///     })
+///     .await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Conn {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    peer: SocketAddr,
+    local: SocketAddr,
+    codec: DelimiterCodec,
+    outbound: mpsc::Sender<Bytes>,
+    close: CancellationToken,
+    /// Set with `close`; read once per frame without a lock.
+    closing: AtomicBool,
+    closed: CancellationToken,
+}
+
+/// The driver's side of a [`Conn`]: the frames sent through it.
+pub(crate) struct Outbound {
+    pub(crate) receiver: mpsc::Receiver<Bytes>,
+}
+
+impl Conn {
+    pub(crate) fn new(peer: SocketAddr, local: SocketAddr, config: &ConnConfig) -> (Conn, Outbound) {
+        let (sender, receiver) = mpsc::channel(config.send_queue.max(1));
+        let conn = Conn {
+            shared: Arc::new(Shared {
+                peer,
+                local,
+                codec: config.codec.clone(),
+                outbound: sender,
+                close: CancellationToken::new(),
+                closing: AtomicBool::new(false),
+                closed: CancellationToken::new(),
+            }),
+        };
+        (conn, Outbound { receiver })
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.peer
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// Sends `frame` on this connection (the codec appends the delimiter).
+    ///
+    /// Returns once the frame is queued for writing; waits while the queue
+    /// is full, that is while the peer is not reading. Frames sent by a
+    /// handler are written before that handler's reply. Fails with
+    /// [`Error::DelimiterInFrame`] if the frame contains the delimiter, and
+    /// [`Error::Closed`] once the connection is closed.
+    pub async fn send(&self, frame: impl AsRef<[u8]>) -> Result<(), Error> {
+        let mut bytes = BytesMut::new();
+        self.shared.codec.clone().encode(frame, &mut bytes)?;
+        self.send_bytes(bytes.freeze()).await
+    }
+
+    /// Sends `value` as a compact JSON frame. See [`send`](Self::send).
+    pub async fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
+        self.send(Frame::from_json(value)?).await
+    }
+
+    /// Sends `item` encoded by `encoder`, written to the socket exactly as
+    /// the encoder produced it (the encoder does its own framing). This is
+    /// the original framework's `SetWriteFunc`: any tokio-util `Encoder`.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: natter::Conn) -> Result<(), natter::Error> {
+    /// use natter::JsonCodec;
+    /// let mut json = JsonCodec::<()>::new();
+    /// conn.send_with(&mut json, serde_json::json!({"hello": "world"})).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_with<E, T>(&self, encoder: &mut E, item: T) -> Result<(), Error>
+    where
+        E: Encoder<T>,
+        E::Error: Into<BoxError>,
+    {
+        let mut bytes = BytesMut::new();
+        encoder
+            .encode(item, &mut bytes)
+            .map_err(|error| match error.into().downcast::<Error>() {
+                Ok(error) => *error,
+                Err(other) => Error::Encode(Arc::from(other)),
+            })?;
+        self.send_bytes(bytes.freeze()).await
+    }
+
+    async fn send_bytes(&self, bytes: Bytes) -> Result<(), Error> {
+        self.shared
+            .outbound
+            .send(bytes)
+            .await
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Closes the connection once the frames in hand are handled and every
+    /// reply and queued frame is written. Never cuts a running handler
+    /// short; no new frame is read after this.
+    pub fn close(&self) {
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.close.cancel();
+    }
+
+    /// Whether [`close`](Self::close) was called or the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.close_requested() || self.shared.closed.is_cancelled()
+    }
+
+    pub(crate) fn close_requested(&self) -> bool {
+        self.shared.closing.load(Ordering::Acquire)
+    }
+
+    /// Waits until the connection is fully closed and its task finished.
+    pub async fn closed(&self) {
+        self.shared.closed.cancelled().await
+    }
+
+    /// Whether `self` and `other` are handles of the same connection.
+    pub(crate) fn same(&self, other: &Conn) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    pub(crate) fn close_token(&self) -> &CancellationToken {
+        &self.shared.close
+    }
+
+    pub(crate) fn mark_closed(&self) {
+        self.shared.closed.cancel();
+    }
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("peer", &self.shared.peer)
+            .field("local", &self.shared.local)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}

@@ -1,0 +1,184 @@
+//! Events: what happened on which connection, as a bounded stream that
+//! never blocks the connections.
+//!
+//! The original framework reported errors on a channel that its users had
+//! to drain, or every connection stalled. Here each connection publishes to
+//! a fixed-size ring ([`tokio::sync::broadcast`]): publishing never waits.
+//! A reader that falls behind loses the oldest events and learns how many
+//! through [`Events::dropped`]. Every event is also emitted as a `tracing`
+//! event inside the connection's span, so a subscriber sees them without
+//! reading this stream at all.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::Error;
+
+/// How many events a reader may fall behind by default before the oldest
+/// are dropped.
+pub(crate) const DEFAULT_EVENT_CAPACITY: usize = 1024;
+
+/// Something that happened on one connection.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The remote address of the connection.
+    pub peer: SocketAddr,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened; see [`Event`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The connection was accepted (server) or established (client).
+    Connected,
+    /// Something failed. [`Error::closes_connection`] tells whether the
+    /// connection is going away because of it; a [`Closed`](Self::Closed)
+    /// event follows when it is gone.
+    Error(Error),
+    /// The connection is closed and its task has finished.
+    Closed,
+}
+
+impl Event {
+    /// The error, if this is an error event.
+    pub fn error(&self) -> Option<&Error> {
+        match &self.kind {
+            EventKind::Error(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            EventKind::Connected => write!(f, "{}: connected", self.peer),
+            EventKind::Error(error) => write!(f, "{}: {error}", self.peer),
+            EventKind::Closed => write!(f, "{}: closed", self.peer),
+        }
+    }
+}
+
+/// The publishing side, shared by every connection of a server or client.
+#[derive(Debug, Clone)]
+pub(crate) struct EventSender {
+    sender: broadcast::Sender<Event>,
+}
+
+impl EventSender {
+    pub(crate) fn new(capacity: usize) -> Self {
+        EventSender {
+            sender: broadcast::channel(capacity.max(1)).0,
+        }
+    }
+
+    /// Publishes `kind` for `peer`, and logs it. Never waits.
+    pub(crate) fn send(&self, peer: SocketAddr, kind: EventKind) {
+        match &kind {
+            EventKind::Connected => tracing::debug!(%peer, "connected"),
+            EventKind::Closed => tracing::debug!(%peer, "closed"),
+            EventKind::Error(error) if error.closes_connection() => {
+                tracing::warn!(%peer, %error, "closing connection")
+            }
+            EventKind::Error(error) => tracing::warn!(%peer, %error, "error"),
+        }
+        // No reader is not an error: tracing has the event.
+        let _ = self.sender.send(Event { peer, kind });
+    }
+
+    pub(crate) fn subscribe(&self) -> Events {
+        Events {
+            inner: BroadcastStream::new(self.sender.subscribe()),
+            dropped: 0,
+        }
+    }
+}
+
+/// A stream of [`Event`]s, from the moment it was created.
+///
+/// Get one from [`ServerHandle::events`](crate::ServerHandle::events) or
+/// [`Client::events`](crate::Client::events); each reader has its own copy
+/// of every event. Reading is optional: an unread stream holds at most its
+/// capacity of events and never slows a connection.
+///
+/// ```no_run
+/// # async fn demo(handle: natter::ServerHandle) {
+/// use futures::StreamExt;
+///
+/// let mut events = handle.events();
+/// while let Some(event) = events.next().await {
+///     if let Some(error) = event.error() {
+///         eprintln!("{}: {error}", event.peer);
+///     }
+/// }
+/// # }
+/// ```
+pub struct Events {
+    inner: BroadcastStream<Event>,
+    dropped: u64,
+}
+
+impl Events {
+    /// How many events this reader missed because it fell more than the
+    /// capacity behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events")
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        loop {
+            match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => return Poll::Ready(Some(event)),
+                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(missed)))) => {
+                    self.dropped += missed;
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn a_reader_that_falls_behind_counts_what_it_missed() {
+        let sender = EventSender::new(4);
+        let mut events = sender.subscribe();
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for _ in 0..10 {
+            sender.send(peer, EventKind::Connected); // never waits
+        }
+        drop(sender);
+        let mut seen = 0;
+        while events.next().await.is_some() {
+            seen += 1;
+        }
+        assert_eq!(seen, 4);
+        assert_eq!(events.dropped(), 6);
+    }
+}

@@ -1,0 +1,212 @@
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tower::layer::util::{Identity, Stack};
+
+use super::{Config, Server, Shared};
+use crate::conn::{ConnConfig, Signals};
+use crate::event::{DEFAULT_EVENT_CAPACITY, EventSender};
+use crate::{DelimiterCodec, Error};
+
+/// The default connection limit.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// How long graceful shutdown waits for busy connections by default.
+pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Configures a [`Server`]: codec, per-connection limits, layers, then
+/// [`bind`](Self::bind).
+///
+/// ```
+/// use std::time::Duration;
+/// use natter::{DelimiterCodec, Server};
+/// use natter::layer::HandlerTimeoutLayer;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), natter::Error> {
+/// let server = Server::builder()
+///     .codec(DelimiterCodec::lines().max_frame_length(4096))
+///     .idle_timeout(Duration::from_secs(60))
+///     .max_connections(1000)
+///     .layer(HandlerTimeoutLayer::new(Duration::from_secs(5)))
+///     .layer(tower::limit::ConcurrencyLimitLayer::new(1))
+///     .bind("127.0.0.1:0")
+///     .await?;
+/// assert_ne!(server.local_addr().port(), 0);
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until `bind` is called"]
+pub struct ServerBuilder<L> {
+    conn: ConnConfig,
+    max_connections: usize,
+    drain_timeout: Duration,
+    event_capacity: usize,
+    layer: L,
+}
+
+impl ServerBuilder<Identity> {
+    pub(super) fn new() -> Self {
+        ServerBuilder {
+            conn: ConnConfig::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+            layer: Identity::new(),
+        }
+    }
+}
+
+impl<L> ServerBuilder<L> {
+    /// The framing of every connection (default: [`DelimiterCodec::lines`],
+    /// 64 KiB frames).
+    pub fn codec(mut self, codec: DelimiterCodec) -> Self {
+        self.conn.codec = codec;
+        self
+    }
+
+    /// Closes a connection that completes no frame for this long, counted
+    /// from connect or the last complete frame (a partial frame does not
+    /// count; the clock stops while a handler for the connection runs).
+    /// `None` turns it off, the default.
+    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.conn.idle_timeout = timeout.into();
+        self
+    }
+
+    /// Closes a connection whose peer has not read what we wrote for this
+    /// long (default 30 s; `None` turns it off).
+    pub fn write_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.conn.write_timeout = timeout.into();
+        self
+    }
+
+    /// Bytes waiting to be written above which a connection stops reading
+    /// and handling frames until the peer reads (default 64 KiB). Bounds
+    /// the memory a peer that does not read can make us hold.
+    pub fn write_buffer(mut self, high_water: usize) -> Self {
+        self.conn.write_buffer = high_water;
+        self
+    }
+
+    /// How many frames of one connection may be handled at once (default
+    /// 1). Replies are written in frame order whatever the value.
+    pub fn max_in_flight(mut self, frames: usize) -> Self {
+        self.conn.max_in_flight = frames;
+        self
+    }
+
+    /// How many frames sent through [`Conn::send`](crate::Conn::send) may
+    /// wait for the writer before `send` waits (default 64).
+    pub fn send_queue(mut self, frames: usize) -> Self {
+        self.conn.send_queue = frames;
+        self
+    }
+
+    /// How long a closing connection keeps reading and discarding what the
+    /// peer still sends, so the peer receives our last replies and a FIN
+    /// rather than a reset (default 500 ms).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.conn.linger = linger;
+        self
+    }
+
+    /// Connections beyond this many are closed at once, without a reply,
+    /// and counted (default 10,000). A slot frees when a connection closes.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// How long graceful shutdown waits for busy connections before it cuts
+    /// them (default 5 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// How many events a slow reader of [`Events`](crate::Events) may fall
+    /// behind before the oldest are dropped (default 1024).
+    pub fn event_capacity(mut self, events: usize) -> Self {
+        self.event_capacity = events;
+        self
+    }
+
+    /// Adds a tower layer around every connection's service. As with
+    /// [`tower::ServiceBuilder`], the first layer added is the outermost.
+    pub fn layer<T>(self, layer: T) -> ServerBuilder<Stack<T, L>> {
+        ServerBuilder {
+            conn: self.conn,
+            max_connections: self.max_connections,
+            drain_timeout: self.drain_timeout,
+            event_capacity: self.event_capacity,
+            layer: Stack::new(layer, self.layer),
+        }
+    }
+
+    /// Checks the configuration and binds the listener. Fails right here,
+    /// naming the address, if the address is in use or invalid, or with
+    /// [`Error::InvalidConfig`].
+    pub async fn bind<A>(self, addr: A) -> Result<Server<L>, Error>
+    where
+        A: ToSocketAddrs + fmt::Display,
+    {
+        self.validate()?;
+        let listener = TcpListener::bind(&addr).await.map_err(|source| Error::bind(&addr, source))?;
+        self.listen(listener)
+    }
+
+    /// Serves on a listener bound elsewhere (for instance inherited from a
+    /// supervisor).
+    pub fn listener(self, listener: TcpListener) -> Result<Server<L>, Error> {
+        self.validate()?;
+        self.listen(listener)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.max_connections == 0 {
+            return Err(Error::InvalidConfig("max_connections must be at least 1"));
+        }
+        if self.conn.max_in_flight == 0 {
+            return Err(Error::InvalidConfig("max_in_flight must be at least 1"));
+        }
+        if self.conn.write_buffer == 0 {
+            return Err(Error::InvalidConfig("write_buffer must be at least 1 byte"));
+        }
+        if self.conn.idle_timeout == Some(Duration::ZERO) || self.conn.write_timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidConfig("a timeout must be longer than zero; use None to turn it off"));
+        }
+        Ok(())
+    }
+
+    fn listen(self, listener: TcpListener) -> Result<Server<L>, Error> {
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            local_addr,
+            connections: Mutex::default(),
+            signals: Signals::default(),
+            finished: Default::default(),
+            events: EventSender::new(self.event_capacity),
+            refused: Default::default(),
+        });
+        Ok(Server {
+            listener,
+            layer: self.layer,
+            config: Config {
+                conn: self.conn,
+                max_connections: self.max_connections,
+                drain_timeout: self.drain_timeout,
+            },
+            shared,
+        })
+    }
+}
+
+impl<L> fmt::Debug for ServerBuilder<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("conn", &self.conn)
+            .field("max_connections", &self.max_connections)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish_non_exhaustive()
+    }
+}

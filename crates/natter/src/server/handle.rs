@@ -1,0 +1,89 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::Shared;
+use crate::Error;
+use crate::event::Events;
+
+/// Controls a running [`Server`](super::Server) from anywhere: lists and
+/// closes connections, shuts the server down. Cheap to clone.
+///
+/// Unlike the original framework's `Cut`, both ways of stopping wait until
+/// every connection is closed.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        ServerHandle { shared }
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The remote addresses of the open connections.
+    pub fn connections(&self) -> Vec<SocketAddr> {
+        self.shared.connections().keys().copied().collect()
+    }
+
+    /// How many connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connections().len()
+    }
+
+    /// How many connections were closed at once because the server was at
+    /// its connection limit.
+    pub fn refused_connections(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Closes the connection from `peer` once its frames in hand are
+    /// answered, and waits until it is gone. The other connections carry
+    /// on. Fails with [`Error::UnknownPeer`] if there is no such connection.
+    pub async fn close(&self, peer: SocketAddr) -> Result<(), Error> {
+        let conn = self.shared.connections().get(&peer).cloned();
+        let conn = conn.ok_or(Error::UnknownPeer(peer))?;
+        conn.close();
+        conn.closed().await;
+        Ok(())
+    }
+
+    /// A stream of the server's [`Events`], from now on.
+    pub fn events(&self) -> Events {
+        self.shared.events.subscribe()
+    }
+
+    /// Graceful shutdown: stop accepting, answer every frame already
+    /// received, flush, close; connections still busy after the drain
+    /// timeout are cut. Returns when `serve` has returned.
+    pub async fn shutdown(&self) {
+        self.shared.signals.shutdown.cancel();
+        self.shared.finished.cancelled().await;
+    }
+
+    /// Stops at once (the original's `Cut`): stop accepting and drop every
+    /// connection without answering. Returns when `serve` has returned.
+    pub async fn cut(&self) {
+        self.shared.signals.cut.cancel();
+        self.shared.finished.cancelled().await;
+    }
+
+    /// Whether shutdown (graceful or not) has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.signals.shutdown.is_cancelled() || self.shared.signals.cut.is_cancelled()
+    }
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.shared.local_addr)
+            .field("connections", &self.connection_count())
+            .finish()
+    }
+}

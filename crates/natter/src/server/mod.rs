@@ -1,0 +1,268 @@
+//! The server: accepts connections and runs each one as a service pipeline.
+//!
+//! [`Server::builder`] reads as a sentence: codec, per-connection limits,
+//! layers, then [`bind`](ServerBuilder::bind), which fails right there on a
+//! bad configuration or an address in use. [`Server::serve`] runs until a
+//! [`ServerHandle`] shuts it down (or
+//! [`serve_with_shutdown`](Server::serve_with_shutdown)'s signal fires).
+//!
+//! Graceful shutdown happens here, in this order: the listener is dropped
+//! first (a listener left open keeps completing handshakes in the kernel,
+//! and those connections would hang), every connection reads what its
+//! socket already holds, answers it and closes, and `serve` returns when
+//! the last one is gone. Connections still busy after the drain timeout are
+//! cut.
+
+mod builder;
+mod handle;
+
+use std::collections::HashMap;
+use std::future::{Future, pending};
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+pub use self::builder::ServerBuilder;
+pub use self::handle::ServerHandle;
+use crate::conn::{self, Conn, ConnConfig, Signals};
+use crate::event::{EventKind, EventSender, Events};
+use crate::{BoxError, Error, Frame, IntoReply};
+
+/// A bound server, ready to [`serve`](Server::serve).
+///
+/// ```no_run
+/// use natter::{Conn, Frame, Server};
+/// use tower::service_fn;
+///
+/// # async fn demo() -> Result<(), natter::Error> {
+/// let server = Server::builder().bind("127.0.0.1:7878").await?;
+/// println!("listening on {}", server.local_addr());
+/// server
+///     .serve_with_shutdown(
+///         |_conn: &Conn| service_fn(|frame: Frame| async move { Ok::<_, natter::Error>(frame) }),
+///         async { tokio::signal::ctrl_c().await.ok(); },
+///     )
+///     .await
+/// # }
+/// ```
+pub struct Server<L> {
+    listener: TcpListener,
+    layer: L,
+    config: Config,
+    shared: Arc<Shared>,
+}
+
+/// Server-wide settings, from the builder.
+#[derive(Debug, Clone)]
+struct Config {
+    conn: ConnConfig,
+    max_connections: usize,
+    drain_timeout: Duration,
+}
+
+/// What the server and its handles share.
+struct Shared {
+    local_addr: SocketAddr,
+    connections: Mutex<HashMap<SocketAddr, Conn>>,
+    signals: Signals,
+    /// Cancelled when `serve` has returned (or will never run).
+    finished: tokio_util::sync::CancellationToken,
+    events: EventSender,
+    refused: AtomicU64,
+}
+
+impl Shared {
+    fn connections(&self) -> MutexGuard<'_, HashMap<SocketAddr, Conn>> {
+        // A panic while holding this lock cannot leave the map half-updated
+        // (single insert/remove calls), so a poisoned lock is still good.
+        self.connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Marks the server finished however `serve` ends, including when its
+/// future is dropped: then the connections are cut rather than orphaned.
+struct Finish(Arc<Shared>);
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.0.signals.cut.cancel();
+        self.0.finished.cancel();
+    }
+}
+
+impl Server<tower::layer::util::Identity> {
+    /// A builder with the defaults: line mode, 64 KiB frames, 10,000
+    /// connections, one frame at a time per connection.
+    pub fn builder() -> ServerBuilder<tower::layer::util::Identity> {
+        ServerBuilder::new()
+    }
+}
+
+impl<L> Server<L> {
+    /// The address the server is listening on (with the real port when
+    /// bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// A handle to list and close connections and to shut the server down,
+    /// usable from anywhere while `serve` runs.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle::new(self.shared.clone())
+    }
+
+    /// The server's [`Events`], from now on.
+    pub fn events(&self) -> Events {
+        self.shared.events.subscribe()
+    }
+
+    /// Serves connections until a [`ServerHandle`] shuts the server down
+    /// or cuts it.
+    ///
+    /// `make_service` is called once per connection with its [`Conn`] and
+    /// returns the service that handles that connection's frames; the
+    /// builder's layers wrap it. The service's response is the reply (see
+    /// [`IntoReply`]); its error is reported as an event and, unless it is
+    /// one that [closes the connection](Error::closes_connection), the next
+    /// frame is handled as usual.
+    pub async fn serve<M, S>(self, make_service: M) -> Result<(), Error>
+    where
+        M: FnMut(&Conn) -> S,
+        L: Layer<S>,
+        L::Service: Service<Frame> + Send + 'static,
+        <L::Service as Service<Frame>>::Response: IntoReply + Send + 'static,
+        <L::Service as Service<Frame>>::Error: Into<BoxError>,
+        <L::Service as Service<Frame>>::Future: Send + 'static,
+    {
+        self.serve_with_shutdown(make_service, pending()).await
+    }
+
+    /// Like [`serve`](Self::serve), and shuts down gracefully when `signal`
+    /// completes.
+    pub async fn serve_with_shutdown<M, S, G>(self, mut make_service: M, signal: G) -> Result<(), Error>
+    where
+        M: FnMut(&Conn) -> S,
+        L: Layer<S>,
+        L::Service: Service<Frame> + Send + 'static,
+        <L::Service as Service<Frame>>::Response: IntoReply + Send + 'static,
+        <L::Service as Service<Frame>>::Error: Into<BoxError>,
+        <L::Service as Service<Frame>>::Future: Send + 'static,
+        G: Future<Output = ()>,
+    {
+        let Server {
+            listener,
+            layer,
+            config,
+            shared,
+        } = self;
+        let _finish = Finish(shared.clone());
+        let signals = &shared.signals;
+        let tracker = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(config.max_connections));
+        let mut signal = std::pin::pin!(signal);
+        tracing::info!(addr = %shared.local_addr, "serving");
+
+        loop {
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = signals.shutdown.cancelled() => break,
+                () = signals.cut.cancelled() => break,
+                () = &mut signal => {
+                    signals.shutdown.cancel();
+                    break;
+                }
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        accept_error_pause(&error).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // Over the limit: closed at once, without a reply.
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                let limit = config.max_connections;
+                shared.events.send(peer, EventKind::Error(Error::ConnectionLimit { limit }));
+                drop(stream);
+                continue;
+            };
+            let local = stream.local_addr().unwrap_or(shared.local_addr);
+            // Replies are batched per read; never wait for Nagle.
+            let _ = stream.set_nodelay(true);
+            let (conn, outbound) = Conn::new(peer, local, &config.conn);
+            let service = match catch_unwind(AssertUnwindSafe(|| layer.layer(make_service(&conn)))) {
+                Ok(service) => service,
+                Err(_) => {
+                    let error = Error::Panic("the service factory panicked".into());
+                    shared.events.send(peer, EventKind::Error(error));
+                    continue;
+                }
+            };
+            shared.connections().insert(peer, conn.clone());
+            let shared = shared.clone();
+            let config = config.conn.clone();
+            let span = tracing::info_span!("conn", %peer);
+            tracker.spawn(
+                async move {
+                    let _slot = slot;
+                    let events = shared.events.clone();
+                    let signals = shared.signals.clone();
+                    conn::run(stream, conn.clone(), outbound, service, config, signals, events).await;
+                    let mut connections = shared.connections();
+                    if connections.get(&peer).is_some_and(|current| current.same(&conn)) {
+                        connections.remove(&peer);
+                    }
+                }
+                .instrument(span),
+            );
+        }
+
+        // Refuse new connections before draining the others.
+        drop(listener);
+        tracker.close();
+        tracing::info!(connections = tracker.len(), "shutting down");
+        tokio::select! {
+            () = tracker.wait() => {}
+            () = signals.cut.cancelled() => tracker.wait().await,
+            () = tokio::time::sleep(config.drain_timeout) => {
+                tracing::warn!(connections = tracker.len(), "drain timeout passed; cutting");
+                signals.cut.cancel();
+                tracker.wait().await;
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// How long to pause after a failed `accept`. A connection reset before
+/// we accepted it is the peer's problem: go on at once. Running out of file
+/// descriptors is ours: pause so the loop does not spin while connections
+/// close.
+async fn accept_error_pause(error: &io::Error) {
+    use io::ErrorKind::*;
+    if matches!(error.kind(), ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted) {
+        return;
+    }
+    tracing::warn!(%error, "accept failed; pausing");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+impl<L> std::fmt::Debug for Server<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.shared.local_addr)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
