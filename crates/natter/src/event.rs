@@ -46,6 +46,15 @@ pub enum EventKind {
     Error(Error),
     /// The connection is closed and its task has finished.
     Closed,
+    /// A reconnecting [`ClientService`](crate::ClientService) lost its
+    /// connection and will redial after `delay`; `peer` is the address it
+    /// last had.
+    Reconnecting {
+        /// Attempts since the connection was lost, from 1.
+        attempt: u32,
+        /// The wait before this attempt.
+        delay: std::time::Duration,
+    },
 }
 
 impl Event {
@@ -64,6 +73,9 @@ impl fmt::Display for Event {
             EventKind::Connected => write!(f, "{}: connected", self.peer),
             EventKind::Error(error) => write!(f, "{}: {error}", self.peer),
             EventKind::Closed => write!(f, "{}: closed", self.peer),
+            EventKind::Reconnecting { attempt, delay } => {
+                write!(f, "{}: reconnecting in {delay:?} (attempt {attempt})", self.peer)
+            }
         }
     }
 }
@@ -86,6 +98,9 @@ impl EventSender {
         match &kind {
             EventKind::Connected => tracing::debug!(%peer, "connected"),
             EventKind::Closed => tracing::debug!(%peer, "closed"),
+            EventKind::Reconnecting { attempt, delay } => {
+                tracing::info!(%peer, attempt, ?delay, "reconnecting")
+            }
             EventKind::Error(error) if error.closes_connection() => {
                 tracing::warn!(%peer, %error, "closing connection")
             }

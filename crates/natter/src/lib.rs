@@ -1,6 +1,7 @@
 //! natter: long-lived, delimiter-framed TCP conversations.
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod codec;
 pub mod conn;
 mod error;
@@ -10,6 +11,7 @@ pub mod layer;
 mod reply;
 mod server;
 
+pub use client::{Client, ClientBuilder, ClientService};
 pub use codec::{Delimiter, DelimiterCodec, JsonCodec};
 pub use conn::Conn;
 pub use error::{BoxError, Error};

@@ -63,8 +63,9 @@ enum Exit {
     Aborted,
 }
 
-/// Runs one connection to its end. Never panics on anything the peer or
-/// the service does: every failure becomes an event.
+/// Runs one connection to its end and returns the last error it reported.
+/// Never panics on anything the peer or the service does: every failure
+/// becomes an event.
 pub(crate) async fn run<S>(
     stream: TcpStream,
     conn: Conn,
@@ -73,7 +74,8 @@ pub(crate) async fn run<S>(
     config: ConnConfig,
     signals: Signals,
     events: EventSender,
-) where
+) -> Option<Error>
+where
     S: Service<Frame>,
     S::Response: IntoReply,
     S::Error: Into<BoxError>,
@@ -100,6 +102,7 @@ pub(crate) async fn run<S>(
         conn: conn.clone(),
         events: events.clone(),
         config,
+        last_error: None,
     });
     let exit = poll_fn(|cx| driver.as_mut().poll_drive(cx)).await;
     if let Exit::Finished = exit {
@@ -112,6 +115,7 @@ pub(crate) async fn run<S>(
     }
     conn.mark_closed();
     events.send(peer, EventKind::Closed);
+    driver.project().last_error.take()
 }
 
 /// Sends FIN, then reads and discards what the peer still sends until it
@@ -155,6 +159,8 @@ pin_project! {
         conn: Conn,
         events: EventSender,
         config: ConnConfig,
+        // What `run` returns: the last error reported.
+        last_error: Option<Error>,
     }
 }
 
@@ -178,7 +184,10 @@ where
         }
         let high_water = this.config.write_buffer;
         let peer = this.conn.peer_addr();
-        let report = |events: &EventSender, error: Error| events.send(peer, EventKind::Error(error));
+        let report = |events: &EventSender, last: &mut Option<Error>, error: Error| {
+            events.send(peer, EventKind::Error(error.clone()));
+            *last = Some(error);
+        };
 
         loop {
             // Move everything that is ready into the write buffer, reading
@@ -213,7 +222,7 @@ where
                             if let Some(frame) = response.into_reply() {
                                 let buffer = this.framed.write_buffer_mut();
                                 if let Err(error) = this.encoder.encode(frame, buffer) {
-                                    report(this.events, error);
+                                    report(this.events, this.last_error, error);
                                 }
                             }
                         }
@@ -222,7 +231,7 @@ where
                             if error.closes_connection() {
                                 *this.reading = Reading::Done;
                             }
-                            report(this.events, error);
+                            report(this.events, this.last_error, error);
                         }
                     }
                     if this.pipeline.is_empty() {
@@ -254,7 +263,7 @@ where
                             Poll::Ready(Some(Err(error))) => {
                                 *this.reading = Reading::Done;
                                 let dead_socket = matches!(error, Error::Io(_));
-                                report(this.events, error);
+                                report(this.events, this.last_error, error);
                                 if dead_socket {
                                     return Poll::Ready(Exit::Aborted);
                                 }
@@ -282,7 +291,7 @@ where
                             // A service that fails readiness cannot take
                             // frames any more.
                             *this.reading = Reading::Done;
-                            report(this.events, Error::from_service(error));
+                            report(this.events, this.last_error, Error::from_service(error));
                             break;
                         }
                         Poll::Pending => {
@@ -314,7 +323,7 @@ where
                 match Sink::<Frame>::poll_flush(Pin::new(&mut *this.framed), cx) {
                     Poll::Ready(Ok(())) => *this.write_deadline = None,
                     Poll::Ready(Err(error)) => {
-                        report(this.events, error);
+                        report(this.events, this.last_error, error);
                         return Poll::Ready(Exit::Aborted);
                     }
                     Poll::Pending => {
@@ -344,7 +353,7 @@ where
                     }
                     if this.idle_timer.as_mut().poll(cx).is_ready() {
                         *this.reading = Reading::Done;
-                        report(this.events, Error::IdleTimeout(timeout));
+                        report(this.events, this.last_error, Error::IdleTimeout(timeout));
                         continue;
                     }
                 }
@@ -356,7 +365,7 @@ where
                     this.write_timer.as_mut().reset(deadline);
                 }
                 if this.write_timer.as_mut().poll(cx).is_ready() {
-                    report(this.events, Error::WriteTimeout(timeout));
+                    report(this.events, this.last_error, Error::WriteTimeout(timeout));
                     return Poll::Ready(Exit::Aborted);
                 }
             }

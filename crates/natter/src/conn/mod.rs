@@ -228,6 +228,15 @@ impl Conn {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
+    /// The queue the driver writes from, for the client's request path.
+    pub(crate) fn sender(&self) -> mpsc::Sender<Bytes> {
+        self.shared.outbound.clone()
+    }
+
+    pub(crate) fn codec(&self) -> &DelimiterCodec {
+        &self.shared.codec
+    }
+
     pub(crate) fn close_token(&self) -> &CancellationToken {
         &self.shared.close
     }
