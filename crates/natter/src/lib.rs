@@ -1,4 +1,62 @@
-//! natter: long-lived, delimiter-framed TCP conversations.
+//! natter: long-lived, delimiter-framed TCP conversations, as a tokio-util
+//! codec plus a tower middleware stack.
+//!
+//! Each connection is a service pipeline: bytes are cut into [`Frame`]s by
+//! a [`DelimiterCodec`], each frame is handed to your
+//! [`tower::Service<Frame>`](tower::Service) (or a closure), and its
+//! response is written back in order. Timeouts, connection limits, panic
+//! isolation, error reporting and graceful shutdown come from natter's
+//! layers and options, and any other tower layer composes with them.
+//!
+//! # A complete server
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use natter::{Conn, Frame, Server};
+//! use natter::layer::HandlerTimeoutLayer;
+//! use tower::service_fn;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), natter::Error> {
+//!     let server = Server::builder()
+//!         .idle_timeout(Duration::from_secs(60))
+//!         .max_connections(1_000)
+//!         .layer(HandlerTimeoutLayer::new(Duration::from_secs(5)))
+//!         .bind("127.0.0.1:7878")
+//!         .await?;
+//!     println!("listening on {}", server.local_addr());
+//!
+//!     let shutdown = async { tokio::signal::ctrl_c().await.unwrap_or(()) };
+//!     server
+//!         .serve_with_shutdown(
+//!             |conn: &Conn| {
+//!                 let peer = conn.peer_addr();
+//!                 service_fn(move |frame: Frame| async move {
+//!                     Ok::<_, natter::Error>(format!("{peer} said {} bytes", frame.len()))
+//!                 })
+//!             },
+//!             shutdown,
+//!         )
+//!         .await
+//! }
+//! ```
+//!
+//! # The parts
+//!
+//! * [`codec`]: [`DelimiterCodec`] (any delimiter byte, line mode with
+//!   `\r\n`, read-to-EOF mode, a frame limit) and [`JsonCodec`]. Plain
+//!   tokio-util codecs, usable on any `Framed`.
+//! * [`conn`]: [`Conn`], a connection's context (addresses, send, close),
+//!   and the driver that runs `Framed` -> layers -> service for every
+//!   connection, server or client.
+//! * [`layer`]: per-frame middleware ([`HandlerTimeoutLayer`](layer::HandlerTimeoutLayer),
+//!   [`CatchPanicLayer`](layer::CatchPanicLayer)).
+//! * [`Server`], [`ServerHandle`]: accept, limit, list and close
+//!   connections, shut down gracefully or at once.
+//! * [`Client`], [`ClientService`]: dial, send, handle server frames, or
+//!   request/response as a tower service with optional reconnect.
+//! * [`Events`]: what happened on which connection, never blocking.
+//! * [`Error`]: every failure, typed.
 #![warn(missing_docs)]
 
 pub mod client;

@@ -72,7 +72,7 @@ enum LinkState {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use tower::{ServiceBuilder, ServiceExt};
+/// use tower::{Service, ServiceBuilder, ServiceExt};
 ///
 /// # async fn demo() -> Result<(), natter::BoxError> {
 /// let client = natter::Client::builder().connect_service("127.0.0.1:7878").await?;

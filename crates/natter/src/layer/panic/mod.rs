@@ -1,5 +1,5 @@
 //! Panic isolation: a service that panics becomes an
-//! [`Error::Panic`](crate::Error::Panic) instead of taking its task down.
+//! [`Error::Panic`] instead of taking its task down.
 //!
 //! The connection driver wraps every connection's service in [`CatchPanic`],
 //! so a panicking handler closes its own connection (after flushing the
