@@ -89,6 +89,9 @@ pub struct ClientService {
     current: LinkState,
     /// A sender of the current link, holding the slot `poll_ready` reserved.
     sender: Option<PollSender<Bytes>>,
+    /// Whether `sender` holds a reserved slot. `PollSender::send_item`
+    /// panics without one, so `call` checks this first.
+    reserved: bool,
     control: Arc<Control>,
 }
 
@@ -137,6 +140,7 @@ impl ClientService {
             updates: WatchStream::from_changes(receiver),
             current: LinkState::Closed,
             sender: None,
+            reserved: false,
             control,
         };
         service.apply(current);
@@ -144,6 +148,7 @@ impl ClientService {
     }
 
     fn apply(&mut self, state: LinkState) {
+        self.reserved = false;
         self.sender = match &state {
             LinkState::Up(link) => Some(PollSender::new(link.sender.clone())),
             _ => None,
@@ -198,7 +203,10 @@ impl tower::Service<Frame> for ClientService {
                 LinkState::Up(_) => self.sender.as_mut().expect("an up link has a sender"),
             };
             match sender.poll_reserve(cx) {
-                Poll::Ready(Ok(())) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    self.reserved = true;
+                    return Poll::Ready(Ok(()));
+                }
                 // This link's driver is gone; the supervisor is about to
                 // publish what comes next, and `updates` will wake us.
                 Poll::Ready(Err(_)) => {
@@ -211,7 +219,13 @@ impl tower::Service<Frame> for ClientService {
     }
 
     fn call(&mut self, request: Frame) -> ResponseFuture {
-        let (LinkState::Up(link), Some(sender)) = (&self.current, self.sender.as_mut()) else {
+        // Without a slot reserved by `poll_ready` (a clone, say, which does
+        // not carry readiness), the request fails unsent.
+        let (LinkState::Up(link), Some(sender), true) = (
+            &self.current,
+            self.sender.as_mut(),
+            std::mem::take(&mut self.reserved),
+        ) else {
             return ResponseFuture::failed(Error::Closed);
         };
         let mut bytes = BytesMut::new();
@@ -220,8 +234,8 @@ impl tower::Service<Frame> for ClientService {
         }
         let (waiter, answer) = oneshot::channel();
         let mut waiters = link.waiters();
-        // `send_item` fails if `poll_ready` was not called first or the
-        // connection closed meanwhile: the request is not sent at all.
+        // `send_item` fails if the connection closed since `poll_ready`:
+        // the request is not sent at all.
         if sender.send_item(bytes.freeze()).is_err() {
             return ResponseFuture::failed(Error::Closed);
         }
