@@ -86,6 +86,10 @@ pub enum RegistrationRequest {
     Leave {
         /// The `id` the node registered with.
         id: String,
+        /// The same token as in `register`: a master with a token ignores
+        /// a `leave` without it, so no one else can make a node leave.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
 }
 
@@ -315,8 +319,18 @@ mod tests {
     #[test]
     fn leave() {
         assert_wire(
-            RegistrationRequest::Leave { id: "n1".into() },
+            RegistrationRequest::Leave {
+                id: "n1".into(),
+                token: None,
+            },
             r#"{"type":"leave","id":"n1"}"#,
+        );
+        assert_wire(
+            RegistrationRequest::Leave {
+                id: "n1".into(),
+                token: Some("s3cret".into()),
+            },
+            r#"{"type":"leave","id":"n1","token":"s3cret"}"#,
         );
     }
 
