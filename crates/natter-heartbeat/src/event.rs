@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use crate::detector::{Registration, Transition};
 
@@ -171,6 +172,35 @@ fn to_json(event: &impl Serialize) -> String {
     // Events hold only strings and socket addresses, which serde_json always
     // serializes; an error here would be a bug in the event types.
     serde_json::to_string(event).expect("events always serialize to JSON")
+}
+
+/// The events of a running [`Master`](crate::Master) or
+/// [`Node`](crate::Node), in the order they happened.
+///
+/// Events wait here until read, however many (they are rare: a few per
+/// node joining, failing or leaving), so a slow reader loses none and
+/// never slows the master or node down. [`recv`](Self::recv) returns
+/// `None` once the master or node has stopped and every event was read.
+#[derive(Debug)]
+pub struct EventStream<E> {
+    receiver: mpsc::UnboundedReceiver<E>,
+}
+
+impl<E> EventStream<E> {
+    pub(crate) fn new(receiver: mpsc::UnboundedReceiver<E>) -> Self {
+        EventStream { receiver }
+    }
+
+    /// The next event; `None` once the master or node has stopped and
+    /// every event was read.
+    pub async fn recv(&mut self) -> Option<E> {
+        self.receiver.recv().await
+    }
+
+    /// The next event if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Option<E> {
+        self.receiver.try_recv().ok()
+    }
 }
 
 /// How events are written: the `--json` flag.

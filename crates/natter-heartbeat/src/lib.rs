@@ -16,27 +16,41 @@
 //!   machines fed with outcomes and instants.
 //! - [`event`]: what is reported on stdout, as JSON lines or sentences.
 //! - [`cli`]: the command line.
-//! - [`run_master`], [`run_node`], [`run_demo`]: the networking that ties
-//!   these to natter's server and client.
+//! - [`Master`], [`Node`]: the networking, on natter's server and
+//!   client, usable in-process; each reports through an [`EventStream`].
+//! - [`run_master`], [`run_node`], [`run_demo`]: the `heartbeat` binary's
+//!   three roles, printing events through an
+//!   [`EventSink`](event::EventSink).
+//!
+//! The wire protocol is described in [`protocol`] and in the crate's
+//! README.
 #![warn(missing_docs)]
 
 pub mod cli;
+mod demo;
 pub mod detector;
 pub mod event;
+mod master;
+mod node;
+mod pinger;
 pub mod protocol;
 
 use cli::{MasterArgs, NodeArgs};
+use event::{EventSink, Format};
+
+pub use event::EventStream;
+pub use master::{Master, MasterConfig, REGISTRATION_IDLE_TIMEOUT};
+pub use node::{Node, NodeConfig};
 
 /// Why a `heartbeat` program stopped with an error (exit status 1).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// This part of the program is not written yet.
-    #[error("{what} is not yet implemented")]
-    NotYetImplemented {
-        /// Which part.
-        what: &'static str,
-    },
+    /// Listening or connecting failed in a way that stops the program
+    /// (the address is in use, say). Failures of single connections are
+    /// logged and survived instead.
+    #[error(transparent)]
+    Network(#[from] natter::Error),
     /// The master refused this node's registration (wrong or missing
     /// token). The node gives up.
     #[error("registration rejected by the master at {master}: {reason}")]
@@ -49,27 +63,96 @@ pub enum Error {
     /// Events could not be written to stdout.
     #[error("cannot write events to stdout")]
     Output(#[source] std::io::Error),
+    /// A master's or node's task ended unexpectedly (it panicked).
+    #[error("stopped unexpectedly: {0}")]
+    Stopped(String),
+    /// The demo did not go as it should.
+    #[error("the demo failed: {0}")]
+    Demo(String),
 }
 
 /// Runs `heartbeat master`: listens for registrations, pings every node
 /// each interval and prints master events until SIGINT or SIGTERM.
 pub async fn run_master(args: MasterArgs) -> Result<(), Error> {
-    let _ = args;
-    Err(Error::NotYetImplemented { what: "the master" })
+    let sink = EventSink::stdout(Format::from_json_flag(args.json));
+    let mut stop = ShutdownSignal::new();
+    let (master, mut events) = Master::start(MasterConfig::from(&args)).await?;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => sink.emit(&event).map_err(Error::Output)?,
+                None => break,
+            },
+            () = stop.recv() => break,
+        }
+    }
+    master.shutdown().await
 }
 
 /// Runs `heartbeat node`: answers pings, registers with the master (again
 /// whenever it lost the master) and prints node events; on SIGINT or
 /// SIGTERM tells the master it leaves and returns.
 pub async fn run_node(args: NodeArgs) -> Result<(), Error> {
-    let _ = args;
-    Err(Error::NotYetImplemented { what: "the node" })
+    let sink = EventSink::stdout(Format::from_json_flag(args.json));
+    let mut stop = ShutdownSignal::new();
+    let (node, mut events) = Node::start(NodeConfig::from(&args)).await?;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => sink.emit(&event).map_err(Error::Output)?,
+                // The node stopped by itself: rejected.
+                None => return node.join().await,
+            },
+            () = stop.recv() => return node.leave().await,
+        }
+    }
 }
 
 /// Runs the demo (`heartbeat` with no arguments): a master and three nodes
 /// on loopback; one node is stopped and the master reports it lost.
 pub async fn run_demo() -> Result<(), Error> {
-    Err(Error::NotYetImplemented { what: "the demo" })
+    demo::run(EventSink::stdout(Format::Sentences)).await
+}
+
+/// SIGINT or SIGTERM, listened for from the moment this is created (so a
+/// signal that comes before the first `recv` is not missed).
+struct ShutdownSignal {
+    #[cfg(unix)]
+    signals: Option<[tokio::signal::unix::Signal; 2]>,
+}
+
+impl ShutdownSignal {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signals = signal(SignalKind::interrupt())
+                .and_then(|interrupt| Ok([interrupt, signal(SignalKind::terminate())?]));
+            let signals = signals
+                .inspect_err(|error| tracing::warn!(%error, "cannot listen for SIGINT and SIGTERM"))
+                .ok();
+            ShutdownSignal { signals }
+        }
+        #[cfg(not(unix))]
+        ShutdownSignal {}
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        match &mut self.signals {
+            Some([interrupt, terminate]) => {
+                tokio::select! {
+                    _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+                    _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+                }
+            }
+            None => std::future::pending().await,
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,336 @@
+//! The master: accepts registrations, pings every node, reports changes.
+//!
+//! Three parts, each with one job:
+//!
+//! - the **registration endpoint**, a natter [`Server`] on `listen`: one
+//!   [`RegistrationRequest`] per frame, answered with a
+//!   [`RegistrationReply`] (a `leave` gets none);
+//! - the [`pinger`](crate::pinger), which pings every node each interval;
+//! - the [`Membership`] they share: the [`Detector`] that decides who is
+//!   live or lost, each node's ping connection, and the sender of the
+//!   [`MasterEvent`]s. Every change goes through it under one lock, so the
+//!   events come out in the order the detector decided them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use natter::{Conn, DelimiterCodec, Frame, Server, ServerHandle};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tower::service_fn;
+
+use crate::Error;
+use crate::cli::MasterArgs;
+use crate::detector::{Detector, PingTarget};
+use crate::event::{EventStream, MasterEvent};
+use crate::pinger::{self, Connector, NodeLink, PingService};
+use crate::protocol::{
+    MAX_FRAME_LENGTH, RegistrationReply, RegistrationRequest, reachable_heartbeat_addr,
+};
+
+/// A registration connection that completes no frame for this long is
+/// closed. A node sends its request as soon as it connects, so only a
+/// stuck or hostile peer waits this long.
+pub const REGISTRATION_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long shutdown waits for registrations being answered.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How a [`Master`] runs: the `heartbeat master` flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterConfig {
+    /// Where registrations are accepted; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// How often every node is pinged.
+    pub interval: Duration,
+    /// Consecutive failed pings after which a node is lost.
+    pub failures: NonZeroU32,
+    /// How long each ping may take, connecting included.
+    pub ping_timeout: Duration,
+    /// If set, only registrations carrying this token are accepted.
+    pub token: Option<String>,
+}
+
+impl MasterConfig {
+    /// The defaults of `heartbeat master`, listening on `listen`: a ping
+    /// every second, each allowed a second, lost after 3 failures, no
+    /// token.
+    pub fn new(listen: SocketAddr) -> Self {
+        MasterConfig {
+            listen,
+            interval: Duration::from_secs(1),
+            failures: NonZeroU32::new(3).expect("3 is not zero"),
+            ping_timeout: Duration::from_secs(1),
+            token: None,
+        }
+    }
+}
+
+impl From<&MasterArgs> for MasterConfig {
+    fn from(args: &MasterArgs) -> Self {
+        MasterConfig {
+            listen: args.listen,
+            interval: args.interval(),
+            failures: args.failures,
+            ping_timeout: args.ping_timeout(),
+            token: args.token.clone(),
+        }
+    }
+}
+
+/// A running master.
+///
+/// ```no_run
+/// use natter_heartbeat::{Master, MasterConfig};
+///
+/// # async fn demo() -> Result<(), natter_heartbeat::Error> {
+/// let (master, mut events) = Master::start(MasterConfig::new("127.0.0.1:0".parse().unwrap())).await?;
+/// println!("registrations go to {}", master.local_addr());
+/// while let Some(event) = events.recv().await {
+///     println!("{event}"); // node "n1" joined from 127.0.0.1:4000, ...
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// Dropping it stops everything at once; [`shutdown`](Self::shutdown)
+/// lets registrations being answered finish first.
+#[derive(Debug)]
+pub struct Master {
+    local_addr: SocketAddr,
+    server: ServerHandle,
+    task: JoinHandle<Result<(), natter::Error>>,
+}
+
+impl Master {
+    /// Binds the registration endpoint and starts pinging. The first event
+    /// is [`MasterEvent::Listening`] with the bound address.
+    ///
+    /// Fails, naming the address, if it cannot listen there.
+    pub async fn start(config: MasterConfig) -> Result<(Master, EventStream<MasterEvent>), Error> {
+        let server = Server::builder()
+            .codec(DelimiterCodec::lines().max_frame_length(MAX_FRAME_LENGTH))
+            .idle_timeout(REGISTRATION_IDLE_TIMEOUT)
+            .drain_timeout(DRAIN_TIMEOUT)
+            .bind(config.listen)
+            .await?;
+        let local_addr = server.local_addr();
+        let handle = server.handle();
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let _ = sender.send(MasterEvent::Listening { addr: local_addr });
+        let connector = NodeLink::connector(config.ping_timeout);
+        let membership = Arc::new(Membership::new(config.failures, connector, sender));
+        let token: Option<Arc<str>> = config.token.map(Arc::from);
+
+        let registrations = {
+            let membership = membership.clone();
+            server.serve(move |conn: &Conn| {
+                let membership = membership.clone();
+                let token = token.clone();
+                let conn = conn.clone();
+                service_fn(move |frame: Frame| {
+                    let reply = membership.handle(&conn, token.as_deref(), &frame);
+                    std::future::ready(reply)
+                })
+            })
+        };
+        let pings = pinger::run(membership, config.interval, config.ping_timeout);
+        tracing::info!(
+            addr = %local_addr,
+            interval = ?config.interval,
+            failures = config.failures,
+            ping_timeout = ?config.ping_timeout,
+            "master started"
+        );
+        // Pinging stops when the registration endpoint has shut down; the
+        // pings in flight and every node connection go with it.
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                served = registrations => served,
+                () = pings => Ok(()),
+            }
+        });
+        let master = Master {
+            local_addr,
+            server: handle,
+            task,
+        };
+        Ok((master, EventStream::new(receiver)))
+    }
+
+    /// The address registrations go to (with the real port when bound to
+    /// port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting registrations, answers those in hand, stops pinging
+    /// and closes every connection. The event stream ends after the last
+    /// event.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.server.shutdown().await;
+        let served = (&mut self.task).await;
+        served.map_err(|join| Error::Stopped(join.to_string()))??;
+        tracing::info!("master stopped");
+        Ok(())
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the registration endpoint and the pinger share: who the nodes are
+/// and how to reach them. Every method takes the lock once and emits the
+/// events of its change while holding it.
+pub(crate) struct Membership {
+    state: Mutex<State>,
+    connector: Connector,
+    events: mpsc::UnboundedSender<MasterEvent>,
+}
+
+struct State {
+    detector: Detector,
+    /// The ping connection of each node that has been pinged, at the
+    /// address the detector has for it (a registration drops it).
+    links: HashMap<String, PingService>,
+}
+
+impl Membership {
+    pub(crate) fn new(
+        failures: NonZeroU32,
+        connector: Connector,
+        events: mpsc::UnboundedSender<MasterEvent>,
+    ) -> Self {
+        Membership {
+            state: Mutex::new(State {
+                detector: Detector::new(failures),
+                links: HashMap::new(),
+            }),
+            connector,
+            events,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every change is a call or two on the detector and the map; a
+        // panic between them leaves at worst a connection to redial.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn emit(&self, event: MasterEvent) {
+        // No reader (the `Master` was dropped) is not an error.
+        let _ = self.events.send(event);
+    }
+
+    /// Answers one frame on the registration endpoint. Anything that is
+    /// not a registration request closes the connection (the error is
+    /// logged by natter with the peer's address); nothing is reported.
+    fn handle(
+        &self,
+        conn: &Conn,
+        token: Option<&str>,
+        frame: &Frame,
+    ) -> Result<Option<Frame>, natter::Error> {
+        let peer = conn.peer_addr();
+        let request = frame
+            .json::<RegistrationRequest>()
+            .inspect_err(|_| conn.close())?;
+        match request {
+            RegistrationRequest::Register {
+                id,
+                heartbeat_addr,
+                token: offered,
+            } => {
+                let reply = RegistrationReply::for_token(token, offered.as_deref());
+                match &reply {
+                    RegistrationReply::Accepted => {
+                        let addr = reachable_heartbeat_addr(heartbeat_addr, peer);
+                        tracing::info!(node = %id, %addr, %peer, "registration accepted");
+                        self.register(id, addr);
+                    }
+                    RegistrationReply::Rejected { reason } => {
+                        tracing::warn!(node = %id, %peer, %reason, "registration rejected");
+                        self.emit(MasterEvent::RegistrationRejected {
+                            peer,
+                            reason: reason.clone(),
+                        });
+                        conn.close();
+                    }
+                }
+                Frame::from_json(&reply).map(Some)
+            }
+            RegistrationRequest::Leave { id, token: offered } => {
+                if let RegistrationReply::Rejected { reason } =
+                    RegistrationReply::for_token(token, offered.as_deref())
+                {
+                    // Only a node that could register may make it leave.
+                    tracing::warn!(node = %id, %peer, %reason, "leave ignored");
+                } else {
+                    tracing::info!(node = %id, %peer, "node leaves");
+                    self.leave(&id);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Node `id` registered at heartbeat address `addr`.
+    pub(crate) fn register(&self, id: String, addr: SocketAddr) {
+        let mut state = self.state();
+        let registration = state.detector.registered(&id, addr);
+        // Its next ping dials the new address (or the same address anew:
+        // the node may have restarted there).
+        state.links.remove(&id);
+        self.emit(MasterEvent::registration(id, addr, registration));
+    }
+
+    /// Node `id` said it is leaving.
+    pub(crate) fn leave(&self, id: &str) {
+        let mut state = self.state();
+        if let Some(transition) = state.detector.left(id) {
+            state.links.remove(id);
+            self.emit(MasterEvent::transition(id.to_owned(), transition));
+        }
+    }
+
+    /// One ping for every known node, with the service to send it on.
+    pub(crate) fn start_round(&self) -> Vec<(PingTarget, PingService)> {
+        let mut state = self.state();
+        let State { detector, links } = &mut *state;
+        detector
+            .start_round()
+            .into_iter()
+            .map(|target| {
+                let link = links
+                    .entry(target.id.clone())
+                    .or_insert_with(|| (self.connector)(target.addr))
+                    .clone();
+                (target, link)
+            })
+            .collect()
+    }
+
+    /// Ping `seq` to node `id` was answered in time.
+    pub(crate) fn ping_succeeded(&self, id: &str, seq: u64) {
+        let mut state = self.state();
+        if let Some(transition) = state.detector.ping_succeeded(id, seq) {
+            tracing::info!(node = %id, "node recovered");
+            self.emit(MasterEvent::transition(id.to_owned(), transition));
+        }
+    }
+
+    /// Ping `seq` to node `id` failed.
+    pub(crate) fn ping_failed(&self, id: &str, seq: u64) {
+        let mut state = self.state();
+        if let Some(transition) = state.detector.ping_failed(id, seq) {
+            let failures = state.detector.failures();
+            tracing::warn!(node = %id, failures, "node lost");
+            self.emit(MasterEvent::transition(id.to_owned(), transition));
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! The master's pinger: every interval, one ping to every known node.
+//!
+//! The loop itself knows nothing of sockets. It asks the [`Membership`]
+//! for a round (one [`PingTarget`] and one [`PingService`] per node, live
+//! and lost alike), sends each ping through tower's timeout layer set to
+//! the ping timeout, and reports each outcome back to the membership, which
+//! turns the detector's transitions into events. So the timing rules can be
+//! tested with paused time and in-memory nodes, and the real nodes are
+//! reached through [`NodeLink`], natter's [`ClientService`] kept open
+//! between pings.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use natter::{Client, ClientService, DelimiterCodec, Frame};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+use crate::detector::PingTarget;
+use crate::master::Membership;
+use crate::protocol::{MAX_FRAME_LENGTH, Ping, Pong};
+
+/// How the master reaches one node: a ping in, the node's pong out.
+pub(crate) type PingService = BoxCloneSyncService<Ping, Pong, natter::Error>;
+
+/// Makes the [`PingService`] for a node's heartbeat address. The master
+/// uses [`NodeLink::service`]; tests use nodes made of closures.
+pub(crate) type Connector = Arc<dyn Fn(SocketAddr) -> PingService + Send + Sync>;
+
+/// Pings every node of `membership` each `interval`, allowing each ping
+/// `ping_timeout`, until the future is dropped (which also abandons the
+/// pings in flight).
+///
+/// Pings of one round run concurrently, so one slow node never delays the
+/// others, and a ping may still be waiting when the next round starts (a
+/// ping timeout longer than the interval): the detector counts each
+/// outcome by sequence number.
+pub(crate) async fn run(membership: Arc<Membership>, interval: Duration, ping_timeout: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    // After a stall (a suspended process), carry on at the interval rather
+    // than firing a burst of rounds to catch up.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut in_flight = JoinSet::new();
+    loop {
+        ticker.tick().await;
+        while in_flight.try_join_next().is_some() {}
+        for (target, service) in membership.start_round() {
+            let membership = membership.clone();
+            in_flight.spawn(async move {
+                let outcome = ping(service, &target, ping_timeout).await;
+                match outcome {
+                    Ok(()) => membership.ping_succeeded(&target.id, target.seq),
+                    Err(()) => membership.ping_failed(&target.id, target.seq),
+                }
+            });
+        }
+    }
+}
+
+/// Sends one ping and logs its outcome, as the original demo reported
+/// every exchange: `Ok` for a pong with the ping's `seq` within the
+/// timeout, `Err` for anything else.
+async fn ping(service: PingService, target: &PingTarget, timeout: Duration) -> Result<(), ()> {
+    let PingTarget { id, addr, seq } = target;
+    let service = ServiceBuilder::new().timeout(timeout).service(service);
+    let started = Instant::now();
+    match service.oneshot(Ping { seq: *seq }).await {
+        Ok(pong) if pong.seq == *seq => {
+            let rtt = started.elapsed();
+            tracing::debug!(node = %id, %addr, seq, ?rtt, "ping succeeded");
+            Ok(())
+        }
+        Ok(pong) => {
+            tracing::warn!(node = %id, %addr, seq, answered = pong.seq, "ping failed: the pong answers another ping");
+            Err(())
+        }
+        Err(error) => {
+            tracing::warn!(node = %id, %addr, seq, %error, "ping failed");
+            Err(())
+        }
+    }
+}
+
+/// The pings to one node, over one natter [`ClientService`] that stays
+/// open from ping to ping and is dialled again after it fails.
+///
+/// Why not a dial per ping, as the original did: at 1,000 nodes and a 1 s
+/// interval that is 1,000 handshakes a second, and each closed connection
+/// holds a port in TIME_WAIT for a minute, so some 60,000 ports, which is
+/// the whole ephemeral range. A kept connection costs one socket per node
+/// and turns a ping into one write and one read. It also reads better:
+/// a killed node closes the connection (the next ping redials and is
+/// refused), a frozen one keeps it open and lets pings time out.
+///
+/// A ping that times out keeps its place on the connection
+/// ([`ClientService`] matches answers in order), so the late pong is
+/// discarded when it comes and the next pong goes to the next ping. Any
+/// other failure (closed, refused, an answer that is not a pong) drops the
+/// connection and the next ping dials afresh.
+#[derive(Clone)]
+pub(crate) struct NodeLink {
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    connection: Arc<tokio::sync::Mutex<Connection>>,
+}
+
+/// The current connection of a [`NodeLink`], if any. `generation` counts
+/// dials, so that a failure on an old connection does not drop a newer
+/// one that an overlapping ping already dialled.
+#[derive(Default)]
+struct Connection {
+    generation: u64,
+    service: Option<ClientService>,
+}
+
+impl NodeLink {
+    /// A link to the node listening at `addr`; nothing is dialled until
+    /// the first ping. Dialling gives up after `connect_timeout` (the ping
+    /// timeout bounds the whole ping anyway).
+    pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration) -> Self {
+        NodeLink {
+            addr,
+            connect_timeout,
+            connection: Arc::default(),
+        }
+    }
+
+    /// A connector that makes a [`NodeLink`] for each address.
+    pub(crate) fn connector(connect_timeout: Duration) -> Connector {
+        Arc::new(move |addr| PingService::new(NodeLink::new(addr, connect_timeout)))
+    }
+
+    async fn exchange(self, ping: Ping) -> Result<Pong, natter::Error> {
+        let request = Frame::from_json(&ping)?;
+        let mut retried = false;
+        loop {
+            let (generation, reused, mut service) = self.connection().await?;
+            let result = match service.ready().await {
+                Ok(ready) => ready.call(request.clone()).await,
+                Err(error) => Err(error),
+            };
+            match result.map(|answer| answer.json::<Pong>()) {
+                Ok(Ok(pong)) => return Ok(pong),
+                Ok(Err(bad_answer)) => {
+                    self.forget(generation).await;
+                    return Err(bad_answer);
+                }
+                Err(error) => {
+                    self.forget(generation).await;
+                    // A kept connection may have been closed by the node
+                    // since the last ping (its idle timeout, a restart on
+                    // the same port): only a fresh dial tells whether the
+                    // node is really gone. The ping was not answered, so
+                    // sending it again is harmless.
+                    if reused && !retried && matches!(error, natter::Error::Closed) {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// The open connection, dialling one if there is none: its generation,
+    /// whether it was open already, and a handle on it.
+    async fn connection(&self) -> Result<(u64, bool, ClientService), natter::Error> {
+        let mut connection = self.connection.lock().await;
+        if let Some(service) = &connection.service {
+            return Ok((connection.generation, true, service.clone()));
+        }
+        let service = Client::builder()
+            .codec(DelimiterCodec::lines().max_frame_length(MAX_FRAME_LENGTH))
+            .connect_timeout(self.connect_timeout)
+            .connect_service(self.addr)
+            .await?;
+        connection.generation += 1;
+        connection.service = Some(service.clone());
+        Ok((connection.generation, false, service))
+    }
+
+    /// Drops connection `generation` if it is still the current one.
+    async fn forget(&self, generation: u64) {
+        let mut connection = self.connection.lock().await;
+        if connection.generation == generation {
+            if let Some(service) = connection.service.take() {
+                service.close();
+            }
+        }
+    }
+}
+
+impl Service<Ping> for NodeLink {
+    type Response = Pong;
+    type Error = natter::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Pong, natter::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), natter::Error>> {
+        // Connecting happens in `call`, inside the caller's timeout.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ping: Ping) -> Self::Future {
+        Box::pin(self.clone().exchange(ping))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pinger against in-memory nodes, with tokio's clock paused: each
+    //! test runs its whole timeline in an instant, and the times it checks
+    //! are exact.
+
+    use std::collections::HashMap;
+    use std::num::NonZeroU32;
+    use std::sync::Mutex;
+
+    use tokio::sync::mpsc;
+    use tower::service_fn;
+
+    use super::*;
+    use crate::event::{EventStream, MasterEvent};
+
+    const INTERVAL: Duration = Duration::from_millis(100);
+
+    /// How an in-memory node answers a ping.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Behaviour {
+        /// A pong with the ping's seq, at once.
+        Answer,
+        /// A pong after this long.
+        AnswerAfter(Duration),
+        /// A pong with a different seq.
+        WrongSeq,
+        /// An error at once (a refused connection).
+        Refuse,
+        /// Nothing, ever (a frozen process).
+        Hang,
+    }
+
+    /// In-memory nodes by address; their behaviour can change mid-test.
+    #[derive(Clone, Default)]
+    struct Nodes {
+        behaviour: Arc<Mutex<HashMap<SocketAddr, Behaviour>>>,
+        pings: Arc<Mutex<Vec<SocketAddr>>>,
+    }
+
+    impl Nodes {
+        fn set(&self, addr: SocketAddr, behaviour: Behaviour) {
+            self.behaviour.lock().unwrap().insert(addr, behaviour);
+        }
+
+        fn connector(&self) -> Connector {
+            let nodes = self.clone();
+            Arc::new(move |addr| {
+                let nodes = nodes.clone();
+                PingService::new(service_fn(move |ping: Ping| {
+                    nodes.pings.lock().unwrap().push(addr);
+                    let behaviour = nodes.behaviour.lock().unwrap()[&addr];
+                    async move {
+                        match behaviour {
+                            Behaviour::Answer => Ok(ping.answer()),
+                            Behaviour::AnswerAfter(delay) => {
+                                tokio::time::sleep(delay).await;
+                                Ok(ping.answer())
+                            }
+                            Behaviour::WrongSeq => Ok(Pong {
+                                seq: ping.seq + 1000,
+                            }),
+                            Behaviour::Refuse => Err(natter::Error::Closed),
+                            Behaviour::Hang => std::future::pending().await,
+                        }
+                    }
+                }))
+            })
+        }
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    struct Setup {
+        membership: Arc<Membership>,
+        events: EventStream<MasterEvent>,
+        nodes: Nodes,
+        pinger: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Setup {
+        fn drop(&mut self) {
+            self.pinger.abort();
+        }
+    }
+
+    /// A membership with `failures`, pinged every [`INTERVAL`] with
+    /// `ping_timeout`, and node "n1" at port 1 behaving as `behaviour`.
+    fn setup(failures: u32, ping_timeout: Duration, behaviour: Behaviour) -> Setup {
+        let nodes = Nodes::default();
+        nodes.set(addr(1), behaviour);
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let membership = Arc::new(Membership::new(
+            NonZeroU32::new(failures).unwrap(),
+            nodes.connector(),
+            sender,
+        ));
+        membership.register("n1".into(), addr(1));
+        let mut events = EventStream::new(receiver);
+        assert_eq!(
+            events.try_recv(),
+            Some(MasterEvent::NodeJoined {
+                node: "n1".into(),
+                addr: addr(1)
+            })
+        );
+        let pinger = tokio::spawn(run(membership.clone(), INTERVAL, ping_timeout));
+        Setup {
+            membership,
+            events,
+            nodes,
+            pinger,
+        }
+    }
+
+    /// The next event and when it came, or `None` if there is none within
+    /// `within`.
+    async fn next_event(
+        events: &mut EventStream<MasterEvent>,
+        within: Duration,
+    ) -> Option<(MasterEvent, Duration)> {
+        let start = Instant::now();
+        tokio::time::timeout(within, events.recv())
+            .await
+            .ok()
+            .flatten()
+            .map(|event| (event, start.elapsed()))
+    }
+
+    fn lost() -> MasterEvent {
+        MasterEvent::NodeLost { node: "n1".into() }
+    }
+
+    fn recovered() -> MasterEvent {
+        MasterEvent::NodeRecovered { node: "n1".into() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_that_answers_is_never_lost() {
+        let mut s = setup(3, INTERVAL, Behaviour::Answer);
+        assert_eq!(next_event(&mut s.events, INTERVAL * 100).await, None);
+        assert!(s.nodes.pings.lock().unwrap().len() >= 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_but_timely_node_is_never_lost() {
+        let mut s = setup(1, INTERVAL, Behaviour::AnswerAfter(INTERVAL * 9 / 10));
+        assert_eq!(next_event(&mut s.events, INTERVAL * 50).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusing_node_is_lost_at_the_third_ping() {
+        let mut s = setup(3, INTERVAL, Behaviour::Refuse);
+        // Pings at 0, 100 and 200 ms, each refused at once.
+        let (event, at) = next_event(&mut s.events, INTERVAL * 10).await.unwrap();
+        assert_eq!((event, at), (lost(), INTERVAL * 2));
+        assert_eq!(
+            next_event(&mut s.events, INTERVAL * 20).await,
+            None,
+            "reported once"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frozen_node_is_lost_when_its_third_ping_times_out() {
+        let timeout = Duration::from_millis(150);
+        let mut s = setup(3, timeout, Behaviour::Hang);
+        let (event, at) = next_event(&mut s.events, INTERVAL * 10).await.unwrap();
+        assert_eq!((event, at), (lost(), INTERVAL * 2 + timeout));
+        assert_eq!(next_event(&mut s.events, INTERVAL * 20).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_contract_bound_holds_for_every_failure_count() {
+        // (failures + 1) * interval + ping timeout, from an arbitrary
+        // moment of failure.
+        for failures in 1..=5u32 {
+            let timeout = INTERVAL;
+            let mut s = setup(failures, timeout, Behaviour::Answer);
+            tokio::time::sleep(INTERVAL * 7 / 2).await;
+            s.nodes.set(addr(1), Behaviour::Hang);
+            let bound = INTERVAL * (failures + 1) + timeout;
+            let (event, at) = next_event(&mut s.events, bound * 2).await.unwrap();
+            assert_eq!(event, lost(), "failures {failures}");
+            assert!(
+                at <= bound,
+                "failures {failures}: lost after {at:?}, bound {bound:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_node_is_still_pinged_and_recovers_once() {
+        let mut s = setup(2, INTERVAL, Behaviour::Refuse);
+        assert_eq!(
+            next_event(&mut s.events, INTERVAL * 10).await.unwrap().0,
+            lost()
+        );
+        s.nodes.set(addr(1), Behaviour::Answer);
+        let (event, at) = next_event(&mut s.events, INTERVAL * 10).await.unwrap();
+        assert_eq!(event, recovered());
+        assert!(at <= INTERVAL, "recovered at the next ping, after {at:?}");
+        assert_eq!(next_event(&mut s.events, INTERVAL * 20).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_pongs_do_not_count() {
+        // Every pong comes after the timeout: the node is lost, and the
+        // late pongs never recover it.
+        let mut s = setup(2, INTERVAL / 2, Behaviour::AnswerAfter(INTERVAL * 3 / 4));
+        assert_eq!(
+            next_event(&mut s.events, INTERVAL * 10).await.unwrap().0,
+            lost()
+        );
+        assert_eq!(next_event(&mut s.events, INTERVAL * 20).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pong_for_another_ping_is_a_failure() {
+        let mut s = setup(3, INTERVAL, Behaviour::WrongSeq);
+        assert_eq!(
+            next_event(&mut s.events, INTERVAL * 10).await.unwrap().0,
+            lost()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_that_left_is_not_pinged_or_lost() {
+        let mut s = setup(1, INTERVAL, Behaviour::Hang);
+        // Leave while the first ping is in flight.
+        tokio::time::sleep(INTERVAL / 2).await;
+        s.membership.leave("n1");
+        assert_eq!(
+            s.events.try_recv(),
+            Some(MasterEvent::NodeLeft { node: "n1".into() })
+        );
+        let pings = s.nodes.pings.lock().unwrap().len();
+        assert_eq!(next_event(&mut s.events, INTERVAL * 20).await, None);
+        assert_eq!(
+            s.nodes.pings.lock().unwrap().len(),
+            pings,
+            "no ping after leaving"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn registering_again_moves_the_pings_to_the_new_address() {
+        let mut s = setup(3, INTERVAL, Behaviour::Refuse);
+        s.nodes.set(addr(2), Behaviour::Answer);
+        assert_eq!(
+            next_event(&mut s.events, INTERVAL * 10).await.unwrap().0,
+            lost()
+        );
+        s.membership.register("n1".into(), addr(2));
+        assert_eq!(s.events.try_recv(), Some(recovered()));
+        s.nodes.pings.lock().unwrap().clear();
+        assert_eq!(next_event(&mut s.events, INTERVAL * 20).await, None);
+        let pings = s.nodes.pings.lock().unwrap().clone();
+        assert!(
+            !pings.is_empty() && pings.iter().all(|&to| to == addr(2)),
+            "{pings:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_round_pings_every_node_at_once() {
+        let s = setup(3, INTERVAL, Behaviour::Hang);
+        for port in 2..=1000 {
+            s.nodes.set(addr(port), Behaviour::Answer);
+            s.membership.register(format!("n{port}"), addr(port));
+        }
+        tokio::time::sleep(INTERVAL / 2).await;
+        // Every node has had its ping by the middle of the first interval
+        // (the one frozen node holds up nobody).
+        assert_eq!(s.nodes.pings.lock().unwrap().len(), 1000);
+    }
+}
