@@ -4,6 +4,7 @@
 //! Exit status: 0 on success, 1 on an error (printed on stderr), 2 for bad
 //! arguments (clap's usage error).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -13,7 +14,13 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     // Exits 2 on bad arguments, 0 for --help and --version.
     let cli = Cli::parse();
-    init_logging();
+    // The demo narrates on stdout; its logs show only what went wrong
+    // (failed pings, the lost node) unless RUST_LOG asks for more.
+    init_logging(if cli.command.is_none() {
+        "warn"
+    } else {
+        "info"
+    });
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -36,13 +43,16 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr, because stdout carries only events. `RUST_LOG`
-/// chooses what is shown; the default is `info`.
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// chooses what is shown; the default is `default_level`. Colours only
+/// on a terminal.
+fn init_logging(default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     // Fails only if a subscriber is already set, which would then log.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
