@@ -63,10 +63,35 @@ enum Exit {
     Aborted,
 }
 
-/// Runs one connection to its end and returns the last error it reported.
-/// Never panics on anything the peer or the service does: every failure
-/// becomes an event.
+/// Runs one connection to its end, reports it closed, and returns the last
+/// error it reported. Never panics on anything the peer or the service
+/// does: every failure becomes an event.
 pub(crate) async fn run<S>(
+    stream: TcpStream,
+    conn: Conn,
+    outbound: Outbound,
+    service: S,
+    config: ConnConfig,
+    signals: Signals,
+    events: EventSender,
+) -> Option<Error>
+where
+    S: Service<Frame>,
+    S::Response: IntoReply,
+    S::Error: Into<BoxError>,
+{
+    let last_error = drive(stream, conn.clone(), outbound, service, config, signals, events.clone()).await;
+    announce_closed(&conn, &events);
+    last_error
+}
+
+/// [`run`] without its last step: when this returns, the socket and the
+/// service are dropped, but [`Conn::closed`] has not fired and no `Closed`
+/// event was sent. A caller that keeps books on its connections (the
+/// server's list and slots) updates them first, then calls
+/// [`announce_closed`], so that whoever waits for the end finds the
+/// connection already forgotten.
+pub(crate) async fn drive<S>(
     stream: TcpStream,
     conn: Conn,
     outbound: Outbound,
@@ -113,9 +138,14 @@ where
             () = close_politely(stream, linger) => {}
         }
     }
-    conn.mark_closed();
-    events.send(peer, EventKind::Closed);
     driver.project().last_error.take()
+}
+
+/// Tells everyone waiting that the connection is gone: [`Conn::closed`]
+/// and a `Closed` event.
+pub(crate) fn announce_closed(conn: &Conn, events: &EventSender) {
+    conn.mark_closed();
+    events.send(conn.peer_addr(), EventKind::Closed);
 }
 
 /// Sends FIN, then reads and discards what the peer still sends until it

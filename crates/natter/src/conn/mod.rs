@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use driver::{Signals, run};
+pub(crate) use driver::{Signals, announce_closed, drive, run};
 
 use crate::{BoxError, DelimiterCodec, Error, Frame};
 

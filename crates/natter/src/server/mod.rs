@@ -214,14 +214,20 @@ impl<L> Server<L> {
             let span = tracing::info_span!("conn", %peer);
             tracker.spawn(
                 async move {
-                    let _slot = slot;
                     let events = shared.events.clone();
                     let signals = shared.signals.clone();
-                    conn::run(stream, conn.clone(), outbound, service, config, signals, events).await;
-                    let mut connections = shared.connections();
-                    if connections.get(&peer).is_some_and(|current| current.same(&conn)) {
-                        connections.remove(&peer);
+                    conn::drive(stream, conn.clone(), outbound, service, config, signals, events.clone()).await;
+                    // Forget the connection before announcing its end: who
+                    // waits for it (`ServerHandle::close`, a `Closed` event)
+                    // must find it gone from the list and its slot free.
+                    {
+                        let mut connections = shared.connections();
+                        if connections.get(&peer).is_some_and(|current| current.same(&conn)) {
+                            connections.remove(&peer);
+                        }
                     }
+                    drop(slot);
+                    conn::announce_closed(&conn, &events);
                 }
                 .instrument(span),
             );
