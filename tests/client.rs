@@ -1,0 +1,877 @@
+//! Specifications of natter's client, over real loopback sockets.
+//!
+//! Two kinds of server answer the client: natter's own `Server`, and a
+//! plain `TcpListener` that reads and writes raw bytes, which pins down
+//! exactly what the client puts on the wire and what it accepts from it.
+//! Every test is bounded by a timeout, and none sleeps to wait for
+//! something it can await instead (the sleeps below are a handler's or a
+//! server's simulated work).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::{Ready, join_all, ready};
+use natter::client::Backoff;
+use natter::{
+    BoxError, Client, Conn, Error, EventKind, Events, Frame, IntoReply, Server, ServerHandle,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// Runs a test body, failing it if it takes longer than a few seconds.
+async fn within<F: Future>(body: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), body)
+        .await
+        .expect("the test did not finish within 10 s")
+}
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+/// A plain TCP listener on a free loopback port.
+async fn raw_listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+/// Accepts one connection on a raw listener, ready for line reads.
+async fn accept(listener: &TcpListener) -> BufReader<TcpStream> {
+    BufReader::new(listener.accept().await.unwrap().0)
+}
+
+/// The next line the raw server receives, `\n` included ("" at EOF).
+async fn read_line(server: &mut BufReader<TcpStream>) -> String {
+    let mut line = Vec::new();
+    server.read_until(b'\n', &mut line).await.unwrap();
+    String::from_utf8(line).unwrap()
+}
+
+/// Starts a natter server on a free loopback port.
+async fn natter_server<M, S>(
+    server: natter::ServerBuilder<tower::layer::util::Identity>,
+    make_service: M,
+) -> (SocketAddr, ServerHandle)
+where
+    M: FnMut(&Conn) -> S + Send + 'static,
+    S: Service<Frame> + Send + 'static,
+    S::Response: IntoReply + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let server = server.bind("127.0.0.1:0").await.unwrap();
+    let (addr, handle) = (server.local_addr(), server.handle());
+    tokio::spawn(server.serve(make_service));
+    (addr, handle)
+}
+
+/// A port on which nothing listens: connecting to it is refused.
+fn refusing_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A listener that never completes a handshake: its accept queue is full
+/// and nobody accepts, so Linux drops every further SYN and a connect
+/// hangs. Returned with the connections that fill the queue, which must
+/// stay open.
+///
+/// The backlog is 0 (room for one connection): `std`'s listener asks for
+/// the system maximum (`somaxconn`, thousands), too many to fill. This
+/// needs neither root nor a firewall rule, stays on loopback, and is
+/// checked rather than assumed: a connect must be seen to hang.
+async fn unresponsive_listener() -> (TcpListener, Vec<TcpStream>, SocketAddr) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(ms(200), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => fillers.push(stream),
+            Ok(Err(error)) => panic!("filling the backlog of {addr}: {error}"),
+            Err(_) => return (listener, fillers, addr),
+        }
+    }
+    panic!("connecting to {addr} never hung: cannot simulate an unresponsive server here");
+}
+
+/// Waits for the next event of the given kind and returns it.
+async fn next_event(events: &mut Events, wanted: impl Fn(&EventKind) -> bool) -> EventKind {
+    loop {
+        let event = events.next().await.expect("the event stream ended");
+        if wanted(&event.kind) {
+            return event.kind;
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Reading {
+    sensor: String,
+    celsius: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Ack {
+    seq: u64,
+    sensor: String,
+}
+
+fn ack(seq: u64, sensor: &str) -> Ack {
+    Ack {
+        seq,
+        sensor: sensor.into(),
+    }
+}
+
+/// A handler that parses every frame as a `T` and passes the values on;
+/// a frame that is not a `T` is the handler's error.
+fn pass_on<T>(
+    values: mpsc::UnboundedSender<T>,
+) -> impl Service<Frame, Response = (), Error = Error, Future = Ready<Result<(), Error>>> + Send
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    service_fn(move |frame: Frame| {
+        ready(frame.json::<T>().map(|value| {
+            let _ = values.send(value);
+        }))
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Typed frames, both ways
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn send_json_writes_one_line_of_compact_json() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let client = Client::builder().connect(addr).await.unwrap();
+        let mut server = accept(&listener).await;
+
+        let reading = Reading {
+            sensor: "t1".into(),
+            celsius: 21.5,
+        };
+        client.send_json(&reading).await.unwrap();
+        client
+            .send_json(&serde_json::json!({"text": "two\nlines"}))
+            .await
+            .unwrap();
+
+        assert_eq!(
+            read_line(&mut server).await,
+            "{\"sensor\":\"t1\",\"celsius\":21.5}\n"
+        );
+        assert_eq!(read_line(&mut server).await, "{\"text\":\"two\\nlines\"}\n");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_handler_receives_the_typed_values_a_raw_server_writes() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let (values, mut received) = mpsc::unbounded_channel::<Ack>();
+        let client = Client::builder()
+            .connect_with(addr, |_: &Conn| pass_on(values))
+            .await
+            .unwrap();
+        let mut server = accept(&listener).await;
+
+        // One write holding two frames, the second with a CRLF ending.
+        server
+            .write_all(b"{\"seq\":1,\"sensor\":\"t1\"}\n{\"seq\":2,\"sensor\":\"t2\"}\r\n")
+            .await
+            .unwrap();
+
+        assert_eq!(received.recv().await.unwrap(), ack(1, "t1"));
+        assert_eq!(received.recv().await.unwrap(), ack(2, "t2"));
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn typed_values_round_trip_through_a_natter_server() {
+    within(async {
+        // The server parses each Reading and acknowledges it with an Ack.
+        let (addr, _server) = natter_server(Server::builder(), |_: &Conn| {
+            let mut seq = 0;
+            service_fn(move |frame: Frame| {
+                seq += 1;
+                let ack = frame.json::<Reading>().and_then(|reading| {
+                    Frame::from_json(&Ack {
+                        seq,
+                        sensor: reading.sensor,
+                    })
+                });
+                async move { ack }
+            })
+        })
+        .await;
+        let (values, mut acks) = mpsc::unbounded_channel::<Ack>();
+        let client = Client::builder()
+            .connect_with(addr, |_: &Conn| pass_on(values))
+            .await
+            .unwrap();
+
+        for sensor in ["t1", "t2", "t3"] {
+            client
+                .send_json(&Reading {
+                    sensor: sensor.into(),
+                    celsius: -4.25,
+                })
+                .await
+                .unwrap();
+        }
+
+        for (seq, sensor) in [(1, "t1"), (2, "t2"), (3, "t3")] {
+            assert_eq!(acks.recv().await.unwrap(), ack(seq, sensor));
+        }
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_frame_that_is_not_the_expected_json_is_reported_and_the_connection_carries_on() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let (values, mut received) = mpsc::unbounded_channel::<Ack>();
+        let client = Client::builder()
+            .connect_with(addr, |_: &Conn| pass_on(values))
+            .await
+            .unwrap();
+        let mut events = client.events();
+        let mut server = accept(&listener).await;
+
+        server
+            .write_all(b"not json\n{\"seq\":2,\"sensor\":\"t2\"}\n")
+            .await
+            .unwrap();
+
+        let error = next_event(&mut events, |kind| matches!(kind, EventKind::Error(_))).await;
+        let EventKind::Error(Error::Json { prefix, .. }) = error else {
+            panic!("expected a JSON error, got {error:?}");
+        };
+        assert_eq!(prefix, "not json");
+        assert_eq!(received.recv().await.unwrap(), ack(2, "t2"));
+        // Still connected both ways.
+        client.send("still here").await.unwrap();
+        assert_eq!(read_line(&mut server).await, "still here\n");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// A client without a handler
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn without_a_handler_frames_from_a_raw_server_are_read_and_dropped() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let client = Client::builder().connect(addr).await.unwrap();
+        let mut events = client.events();
+        let mut server = accept(&listener).await;
+
+        // 16 MiB is more than the socket buffers hold while nobody reads
+        // (the sender's grow to 4 MiB here; the receiver's only grow as the
+        // application reads): this write completes only if the client reads.
+        let line = format!("{}\n", "x".repeat(16 * 1024 - 1));
+        let flood = line.repeat(1024);
+        server.write_all(flood.as_bytes()).await.unwrap();
+
+        client.send("still here").await.unwrap();
+        assert_eq!(read_line(&mut server).await, "still here\n");
+
+        // Closing politely: the server sees our FIN, then closes its side.
+        let closing = tokio::spawn(client.close());
+        assert_eq!(read_line(&mut server).await, "");
+        drop(server);
+        closing.await.unwrap().unwrap();
+        let closed = next_event(&mut events, |kind| {
+            matches!(kind, EventKind::Error(_) | EventKind::Closed)
+        })
+        .await;
+        assert!(matches!(closed, EventKind::Closed), "{closed:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_handler_a_natter_server_s_replies_are_dropped_and_the_connection_stays_up() {
+    within(async {
+        let (seen, mut frames) = mpsc::unbounded_channel::<Frame>();
+        let (addr, _server) = natter_server(Server::builder(), move |_: &Conn| {
+            let seen = seen.clone();
+            service_fn(move |frame: Frame| {
+                let _ = seen.send(frame.clone());
+                async move { Ok::<_, Error>(frame) } // echoed, and dropped by the client
+            })
+        })
+        .await;
+        let client = Client::builder().connect(addr).await.unwrap();
+        let mut events = client.events();
+
+        for i in 0..100 {
+            client.send(format!("frame {i}")).await.unwrap();
+        }
+        for i in 0..100 {
+            assert_eq!(frames.recv().await.unwrap(), format!("frame {i}").as_str());
+        }
+
+        client.close().await.unwrap();
+        let closed = next_event(&mut events, |kind| {
+            matches!(kind, EventKind::Error(_) | EventKind::Closed)
+        })
+        .await;
+        assert!(matches!(closed, EventKind::Closed), "{closed:?}");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// close()
+// ---------------------------------------------------------------------------
+
+/// A client whose handler signals when it starts, sleeps 300 ms, then
+/// finishes with `outcome`; and the raw server that sent it one frame.
+async fn client_with_slow_handler(
+    outcome: Result<(), &'static str>,
+) -> (
+    Client,
+    oneshot::Receiver<()>,
+    Arc<AtomicBool>,
+    BufReader<TcpStream>,
+) {
+    let (listener, addr) = raw_listener().await;
+    let (started, started_rx) = oneshot::channel();
+    let mut started = Some(started);
+    let finished = Arc::new(AtomicBool::new(false));
+    let done = finished.clone();
+    let client = Client::builder()
+        .connect_with(addr, move |_: &Conn| {
+            service_fn(move |_: Frame| {
+                if let Some(started) = started.take() {
+                    let _ = started.send(());
+                }
+                let done = done.clone();
+                async move {
+                    tokio::time::sleep(ms(300)).await;
+                    done.store(true, Ordering::SeqCst);
+                    outcome.map_err(BoxError::from)
+                }
+            })
+        })
+        .await
+        .unwrap();
+    let mut server = accept(&listener).await;
+    server.write_all(b"work\n").await.unwrap();
+    (client, started_rx, finished, server)
+}
+
+#[tokio::test]
+async fn close_waits_for_the_running_handler_to_finish() {
+    within(async {
+        let (client, started, finished, mut server) = client_with_slow_handler(Ok(())).await;
+        started.await.unwrap();
+
+        let begun = Instant::now();
+        let closing = tokio::spawn(client.close());
+        assert_eq!(read_line(&mut server).await, "", "the server sees our FIN");
+        drop(server);
+        closing.await.unwrap().unwrap();
+
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "close returned before the handler finished"
+        );
+        assert!(
+            begun.elapsed() >= ms(250),
+            "close took only {:?}",
+            begun.elapsed()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn close_returns_the_error_of_a_handler_that_failed() {
+    within(async {
+        let (client, started, finished, mut server) =
+            client_with_slow_handler(Err("disk full")).await;
+        started.await.unwrap();
+
+        let closing = tokio::spawn(client.close());
+        assert_eq!(read_line(&mut server).await, "");
+        drop(server);
+        let error = closing.await.unwrap().unwrap_err();
+
+        assert!(finished.load(Ordering::SeqCst));
+        assert!(matches!(error, Error::Handler(_)), "{error:?}");
+        assert_eq!(error.to_string(), "handler failed: disk full");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// ClientService: request/response
+// ---------------------------------------------------------------------------
+
+/// A raw server that reads `count` requests before answering any, then
+/// answers each with `re:` and the request, in order. A client that did not
+/// pipeline would never get an answer.
+async fn answer_after_reading_all(listener: TcpListener, count: usize) {
+    let mut server = accept(&listener).await;
+    let mut requests = Vec::new();
+    for _ in 0..count {
+        requests.push(read_line(&mut server).await);
+    }
+    let answers: String = requests
+        .iter()
+        .map(|request| format!("re:{request}"))
+        .collect();
+    server.write_all(answers.as_bytes()).await.unwrap();
+    // Stay connected until the client closes.
+    assert_eq!(read_line(&mut server).await, "");
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_each_answered_with_their_own_response() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let server = tokio::spawn(answer_after_reading_all(listener, 200));
+        let service = Client::builder().connect_service(addr).await.unwrap();
+
+        let requests =
+            (0..200).map(|i| service.clone().oneshot(Frame::from(format!("request {i}"))));
+        let responses = join_all(requests).await;
+
+        for (i, response) in responses.into_iter().enumerate() {
+            assert_eq!(response.unwrap(), format!("re:request {i}").as_str());
+        }
+        service.close();
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn call_all_yields_responses_in_request_order_even_when_the_server_finishes_them_out_of_order()
+ {
+    within(async {
+        // Up to 8 frames at once, later frames finishing sooner.
+        let (addr, _server) = natter_server(Server::builder().max_in_flight(8), |_: &Conn| {
+            service_fn(|frame: Frame| async move {
+                let n: u64 = frame.to_str().unwrap().parse().unwrap();
+                tokio::time::sleep(ms(8 - n % 8)).await;
+                Ok::<_, Error>(Frame::from(format!("{}", n * n)))
+            })
+        })
+        .await;
+        let service = Client::builder().connect_service(addr).await.unwrap();
+
+        let requests = futures::stream::iter((0..64u64).map(|n| Frame::from(n.to_string())));
+        let responses: Vec<_> = service.clone().call_all(requests).collect().await;
+
+        let expected: Vec<String> = (0..64u64).map(|n| (n * n).to_string()).collect();
+        let got: Vec<String> = responses
+            .into_iter()
+            .map(|r| r.unwrap().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(got, expected);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_timed_out_request_s_late_answer_is_never_given_to_the_next_request() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let client = Client::builder().connect_service(addr).await.unwrap();
+        let mut service = ServiceBuilder::new().timeout(ms(100)).service(client);
+        let mut server = accept(&listener).await;
+
+        let slow = service.ready().await.unwrap().call("slow".into());
+        assert_eq!(read_line(&mut server).await, "slow\n");
+        let error = slow.await.unwrap_err();
+        assert!(error.is::<tower::timeout::error::Elapsed>(), "{error}");
+
+        // The next request goes out before the late answer comes in.
+        let next = tokio::spawn(service.ready().await.unwrap().call("next".into()));
+        assert_eq!(read_line(&mut server).await, "next\n");
+        server.write_all(b"answer to slow\n").await.unwrap();
+        server.write_all(b"answer to next\n").await.unwrap();
+
+        assert_eq!(next.await.unwrap().unwrap(), "answer to next");
+        assert_eq!(
+            service
+                .ready()
+                .await
+                .unwrap()
+                .call("again".into())
+                .await
+                .ok(),
+            None,
+            "times out: no answer"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn buffer_and_concurrency_limit_layers_bound_the_requests_in_flight() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let received = Arc::new(AtomicUsize::new(0));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let most_in_flight = Arc::new(AtomicUsize::new(0));
+
+        // The server reads on one task and answers, 20 ms apart, on another,
+        // so it sees how many requests are in flight at once.
+        let server = {
+            let (received, answered, most_in_flight) =
+                (received.clone(), answered.clone(), most_in_flight.clone());
+            tokio::spawn(async move {
+                let (read, mut write) = listener.accept().await.unwrap().0.into_split();
+                let (queue, mut to_answer) = mpsc::unbounded_channel::<Vec<u8>>();
+                let counted = answered.clone();
+                let writer = tokio::spawn(async move {
+                    while let Some(request) = to_answer.recv().await {
+                        tokio::time::sleep(ms(20)).await;
+                        // Counted before writing: the client may send its
+                        // next request as soon as the answer is out.
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        write.write_all(&request).await.unwrap();
+                    }
+                });
+                let mut read = BufReader::new(read);
+                loop {
+                    let mut request = Vec::new();
+                    if read.read_until(b'\n', &mut request).await.unwrap() == 0 {
+                        break;
+                    }
+                    let now = received.fetch_add(1, Ordering::SeqCst) + 1
+                        - answered.load(Ordering::SeqCst);
+                    most_in_flight.fetch_max(now, Ordering::SeqCst);
+                    queue.send(request).unwrap();
+                }
+                drop(queue);
+                writer.await.unwrap();
+            })
+        };
+        let client = Client::builder().connect_service(addr).await.unwrap();
+        let service = ServiceBuilder::new()
+            .buffer(16)
+            .concurrency_limit(4)
+            .service(client.clone());
+
+        let callers = (0..20).map(|i| {
+            let mut service = service.clone(); // ready() the clone we call
+            tokio::spawn(async move {
+                service
+                    .ready()
+                    .await?
+                    .call(Frame::from(format!("{i}")))
+                    .await
+            })
+        });
+        for (i, caller) in join_all(callers).await.into_iter().enumerate() {
+            assert_eq!(caller.unwrap().unwrap(), i.to_string().as_str());
+        }
+
+        let most = most_in_flight.load(Ordering::SeqCst);
+        assert!(
+            (2..=4).contains(&most),
+            "{most} requests were in flight at once"
+        );
+        assert_eq!(received.load(Ordering::SeqCst), 20);
+        client.close();
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_call_on_a_clone_not_made_ready_fails_unsent_instead_of_panicking() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let service = Client::builder().connect_service(addr).await.unwrap();
+        let mut server = accept(&listener).await;
+
+        // tower's trap (tower #547): a clone does not carry readiness.
+        let mut clone = service.clone();
+        let error = clone.call("skipped ready".into()).await.unwrap_err();
+        assert!(matches!(error, Error::Closed), "{error:?}");
+
+        // Nothing was sent, and the connection carries on.
+        let answer = tokio::spawn(clone.oneshot("made ready".into()));
+        assert_eq!(read_line(&mut server).await, "made ready\n");
+        server.write_all(b"re:made ready\n").await.unwrap();
+        assert_eq!(answer.await.unwrap().unwrap(), "re:made ready");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_containing_the_delimiter_fails_unsent_and_the_connection_carries_on() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let mut service = Client::builder().connect_service(addr).await.unwrap();
+        let mut server = accept(&listener).await;
+
+        let error = service
+            .ready()
+            .await
+            .unwrap()
+            .call("two\nlines".into())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::DelimiterInFrame {
+                    delimiter: b'\n',
+                    offset: 3
+                }
+            ),
+            "{error:?}"
+        );
+
+        let answer = tokio::spawn(service.clone().oneshot("one line".into()));
+        assert_eq!(
+            read_line(&mut server).await,
+            "one line\n",
+            "nothing else was sent"
+        );
+        server.write_all(b"re:one line\n").await.unwrap();
+        assert_eq!(answer.await.unwrap().unwrap(), "re:one line");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_waiting_request_fails_with_closed_when_a_raw_server_vanishes() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let mut service = Client::builder().connect_service(addr).await.unwrap();
+        let mut server = accept(&listener).await;
+
+        let waiting: Vec<_> = (0..3)
+            .map(|i| tokio::spawn(service.clone().oneshot(Frame::from(format!("{i}")))))
+            .collect();
+        for _ in 0..3 {
+            read_line(&mut server).await;
+        }
+        drop(server);
+
+        for request in waiting {
+            assert!(matches!(request.await.unwrap(), Err(Error::Closed)));
+        }
+        assert!(matches!(service.ready().await, Err(Error::Closed)));
+        assert!(matches!(
+            service.clone().oneshot("late".into()).await,
+            Err(Error::Closed)
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_waiting_request_fails_with_closed_when_a_natter_server_is_cut() {
+    within(async {
+        let (handling, mut handled) = mpsc::unbounded_channel();
+        let (addr, server) = natter_server(Server::builder(), move |_: &Conn| {
+            let handling = handling.clone();
+            service_fn(move |_: Frame| {
+                let _ = handling.send(());
+                std::future::pending::<Result<Frame, Error>>() // never answers
+            })
+        })
+        .await;
+        let mut service = Client::builder().connect_service(addr).await.unwrap();
+
+        let waiting: Vec<_> = (0..5)
+            .map(|i| tokio::spawn(service.clone().oneshot(Frame::from(format!("{i}")))))
+            .collect();
+        handled.recv().await.unwrap();
+        server.cut().await;
+
+        for request in waiting {
+            assert!(matches!(request.await.unwrap(), Err(Error::Closed)));
+        }
+        assert!(matches!(service.ready().await, Err(Error::Closed)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reconnects_after_the_server_restarts_and_never_sends_a_request_twice() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let service = Client::builder()
+            .reconnect(Backoff::new(ms(10), ms(200)))
+            .connect_service(addr)
+            .await
+            .unwrap();
+        let mut events = service.events();
+        let mut server = accept(&listener).await;
+
+        // Answered before the restart.
+        let a = tokio::spawn(service.clone().oneshot("a".into()));
+        assert_eq!(read_line(&mut server).await, "a\n");
+        server.write_all(b"re:a\n").await.unwrap();
+        assert_eq!(a.await.unwrap().unwrap(), "re:a");
+
+        // Waiting when the server goes away: fails, is not sent again.
+        let b = tokio::spawn(service.clone().oneshot("b".into()));
+        assert_eq!(read_line(&mut server).await, "b\n");
+        drop((server, listener));
+        assert!(matches!(b.await.unwrap(), Err(Error::Closed)));
+
+        // The port refuses for a while: the client keeps trying.
+        let mut attempts = Vec::new();
+        while attempts.len() < 2 {
+            if let EventKind::Reconnecting { attempt, .. } = next_event(&mut events, |kind| {
+                matches!(kind, EventKind::Reconnecting { .. })
+            })
+            .await
+            {
+                attempts.push(attempt);
+            }
+        }
+        assert_eq!(attempts, [1, 2]);
+
+        // Restarted on the same port: a request made while the client is
+        // still redialling waits for the new connection.
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let c = tokio::spawn(service.clone().oneshot("c".into()));
+        let mut server = accept(&listener).await;
+        assert_eq!(
+            read_line(&mut server).await,
+            "c\n",
+            "the first frame after the restart is the new request"
+        );
+        server.write_all(b"re:c\n").await.unwrap();
+        assert_eq!(c.await.unwrap().unwrap(), "re:c");
+        let d = tokio::spawn(service.clone().oneshot("d".into()));
+        assert_eq!(read_line(&mut server).await, "d\n");
+        server.write_all(b"re:d\n").await.unwrap();
+        assert_eq!(d.await.unwrap().unwrap(), "re:d");
+
+        // Everything the new connection ever carried: c and d, nothing else.
+        service.close();
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"", "frames sent after c and d");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// Dialling
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn connecting_to_a_server_that_never_answers_times_out_naming_the_address() {
+    within(async {
+        let (_listener, _fillers, addr) = unresponsive_listener().await;
+        let timeout = ms(300);
+
+        let begun = Instant::now();
+        let (client, service) = tokio::join!(
+            Client::builder().connect_timeout(timeout).connect(addr),
+            Client::builder()
+                .connect_timeout(timeout)
+                .connect_service(addr),
+        );
+        let took = begun.elapsed();
+
+        for error in [client.unwrap_err(), service.unwrap_err()] {
+            let Error::ConnectTimeout {
+                addr: named,
+                timeout: allowed,
+            } = &error
+            else {
+                panic!("expected a connect timeout, got {error:?}");
+            };
+            assert_eq!(named, &addr.to_string());
+            assert_eq!(*allowed, timeout);
+            assert!(error.is_timeout());
+            assert!(error.to_string().contains(&addr.to_string()), "{error}");
+        }
+        assert!(
+            took >= timeout && took < timeout + ms(700),
+            "gave up after {took:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_an_error_naming_the_address() {
+    within(async {
+        let addr = refusing_addr();
+
+        let error = Client::builder().connect(addr).await.unwrap_err();
+        let Error::Connect {
+            addr: named,
+            source,
+        } = &error
+        else {
+            panic!("expected a connect error, got {error:?}");
+        };
+        assert_eq!(named, &addr.to_string());
+        assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(error.to_string().contains(&addr.to_string()), "{error}");
+
+        let error = Client::builder().connect_service(addr).await.unwrap_err();
+        assert!(
+            matches!(&error, Error::Connect { addr: named, .. } if named == &addr.to_string()),
+            "{error:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_chosen_local_address_is_the_one_the_server_sees() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+
+        let local = refusing_addr(); // a free port
+        let client = Client::builder()
+            .local_addr(local)
+            .connect(addr)
+            .await
+            .unwrap();
+        assert_eq!(client.local_addr(), local);
+        assert_eq!(listener.accept().await.unwrap().1, local);
+
+        let local = refusing_addr();
+        let _service = Client::builder()
+            .local_addr(local)
+            .connect_service(addr)
+            .await
+            .unwrap();
+        assert_eq!(listener.accept().await.unwrap().1, local);
+    })
+    .await;
+}
