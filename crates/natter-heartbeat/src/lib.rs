@@ -39,7 +39,7 @@ use cli::{MasterArgs, NodeArgs};
 use event::{EventSink, Format};
 
 pub use event::EventStream;
-pub use master::{Master, MasterConfig, REGISTRATION_IDLE_TIMEOUT};
+pub use master::{Master, MasterConfig};
 pub use node::{Node, NodeConfig};
 
 /// Why a `heartbeat` program stopped with an error (exit status 1).
@@ -66,6 +66,9 @@ pub enum Error {
     /// A master's or node's task ended unexpectedly (it panicked).
     #[error("stopped unexpectedly: {0}")]
     Stopped(String),
+    /// A [`MasterConfig`] or [`NodeConfig`] that cannot work.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(&'static str),
     /// The demo did not go as it should.
     #[error("the demo failed: {0}")]
     Demo(String),

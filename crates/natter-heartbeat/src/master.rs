@@ -34,7 +34,7 @@ use crate::protocol::{
 /// A registration connection that completes no frame for this long is
 /// closed. A node sends its request as soon as it connects, so only a
 /// stuck or hostile peer waits this long.
-pub const REGISTRATION_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+const REGISTRATION_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long shutdown waits for registrations being answered.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
@@ -108,8 +108,14 @@ impl Master {
     /// Binds the registration endpoint and starts pinging. The first event
     /// is [`MasterEvent::Listening`] with the bound address.
     ///
-    /// Fails, naming the address, if it cannot listen there.
+    /// Fails, naming the address, if it cannot listen there, and with
+    /// [`Error::InvalidConfig`] for a zero interval or ping timeout.
     pub async fn start(config: MasterConfig) -> Result<(Master, EventStream<MasterEvent>), Error> {
+        if config.interval.is_zero() || config.ping_timeout.is_zero() {
+            return Err(Error::InvalidConfig(
+                "the interval and the ping timeout must be longer than zero",
+            ));
+        }
         let server = Server::builder()
             .codec(DelimiterCodec::lines().max_frame_length(MAX_FRAME_LENGTH))
             .idle_timeout(REGISTRATION_IDLE_TIMEOUT)
@@ -331,6 +337,29 @@ impl Membership {
             let failures = state.detector.failures();
             tracing::warn!(node = %id, failures, "node lost");
             self.emit(MasterEvent::transition(id.to_owned(), transition));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_zero_interval_or_ping_timeout_is_refused() {
+        let listen = "127.0.0.1:0".parse().unwrap();
+        for config in [
+            MasterConfig {
+                interval: Duration::ZERO,
+                ..MasterConfig::new(listen)
+            },
+            MasterConfig {
+                ping_timeout: Duration::ZERO,
+                ..MasterConfig::new(listen)
+            },
+        ] {
+            let error = Master::start(config).await.unwrap_err();
+            assert!(matches!(error, Error::InvalidConfig(_)), "{error:?}");
         }
     }
 }

@@ -119,8 +119,14 @@ impl Node {
     /// is [`NodeEvent::Listening`] with the bound address, which is also
     /// the address the node registers.
     ///
-    /// Fails, naming the address, if it cannot listen there.
+    /// Fails, naming the address, if it cannot listen there, and with
+    /// [`Error::InvalidConfig`] for a zero master timeout.
     pub async fn start(config: NodeConfig) -> Result<(Node, EventStream<NodeEvent>), Error> {
+        if config.master_timeout.is_zero() {
+            return Err(Error::InvalidConfig(
+                "the master timeout must be longer than zero",
+            ));
+        }
         let server = Server::builder()
             .codec(DelimiterCodec::lines().max_frame_length(MAX_FRAME_LENGTH))
             // The master pings every interval; a connection silent for as
@@ -463,6 +469,16 @@ mod tests {
 
     fn ms(ms: u64) -> Duration {
         Duration::from_millis(ms)
+    }
+
+    #[tokio::test]
+    async fn a_zero_master_timeout_is_refused() {
+        let config = NodeConfig {
+            master_timeout: Duration::ZERO,
+            ..NodeConfig::new("n1", "127.0.0.1:1")
+        };
+        let error = Node::start(config).await.unwrap_err();
+        assert!(matches!(error, Error::InvalidConfig(_)), "{error:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -149,6 +149,41 @@ fn a_terminated_node_leaves_and_is_never_lost() {
 }
 
 #[test]
+fn a_live_node_registering_again_moves_to_its_new_address() {
+    let (mut master, addr) = start_master(&[]);
+    let (old, _) = join(&mut master, &addr, "n1", &[]);
+    // The same id from a new process on another port: node_joined again.
+    let (_new, new_addr) = join(&mut master, &addr, "n1", &[]);
+    assert_eq!(
+        master.seen().last().unwrap()["addr"],
+        new_addr.as_str(),
+        "joined at the new address"
+    );
+    // Pings go to the new address: the old process dying changes nothing.
+    old.signal("KILL");
+    let bound = lost_bound(FAILURES, INTERVAL_MS, PING_TIMEOUT_MS);
+    master.expect_silence(bound);
+}
+
+#[test]
+fn a_lost_node_registering_again_is_recovered() {
+    let (mut master, addr) = start_master(&[]);
+    let (old, _) = join(&mut master, &addr, "n1", &[]);
+    old.signal("KILL");
+    master.expect_event(
+        lost_bound(FAILURES, INTERVAL_MS, PING_TIMEOUT_MS),
+        lost("n1"),
+    );
+
+    let args = ["--master-timeout-ms", MASTER_TIMEOUT_MS];
+    let (mut new, _) = Heartbeat::node("n1", &addr, &args);
+    new.expect_event(5 * SECOND, json!({"event": "registered", "master": addr}));
+    master.expect_event(SECOND, json!({"event": "node_recovered", "node": "n1"}));
+    // Recovered once, and live at the new address from then on.
+    master.expect_silence(interval() * 8);
+}
+
+#[test]
 fn nodes_started_before_the_master_join_it() {
     let addr = free_addr();
     let args = ["--master-timeout-ms", MASTER_TIMEOUT_MS];
