@@ -1,0 +1,356 @@
+//! The echo example as its users meet it: a process with a command line,
+//! stdout, stderr, an exit code and a port (CONTRACT.md, "echo example").
+//!
+//! Each test runs the built example binary on a free loopback port, reads
+//! the address from its first stdout line and talks to it over TCP. Every
+//! wait is bounded; the processes are killed when a test ends, however it
+//! ends.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use support::{connect, exchange, finish_writing, read_to_eof, read_until_closed, within};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::mpsc;
+
+/// The echo example's binary, built once per test run.
+///
+/// `cargo test --test echo_process` builds the test but not the examples,
+/// so a binary found next to it could be missing or stale. This asks the
+/// same cargo to build the example into the same target directory and
+/// profile: cargo has released its lock by the time tests run, and when
+/// the example is up to date this takes a fraction of a second.
+fn echo_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        // target/<profile>/deps/echo_process-<hash>
+        let test_binary = std::env::current_exe().expect("current_exe");
+        let profile_dir = test_binary
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in target/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
+        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => panic!("unexpected profile directory {}", profile_dir.display()),
+        };
+        let status = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "echo",
+                "--profile",
+                profile,
+            ])
+            .arg("--manifest-path")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .expect("running cargo to build the echo example");
+        assert!(
+            status.success(),
+            "`cargo build --example echo` failed: {status}"
+        );
+        let binary = profile_dir
+            .join("examples")
+            .join(format!("echo{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            binary.exists(),
+            "the echo example is not at {}; build it with `cargo build -p natter --example echo`",
+            binary.display()
+        );
+        binary
+    })
+}
+
+/// A running echo process.
+struct Echo {
+    child: Child,
+    addr: SocketAddr,
+    /// stdout after the first line.
+    stdout: Lines<BufReader<ChildStdout>>,
+    /// stderr, line by line, read as the process writes it so that a full
+    /// pipe never blocks it.
+    stderr: mpsc::UnboundedReceiver<String>,
+}
+
+impl Echo {
+    /// Starts `echo --listen 127.0.0.1:0 <args>` and reads the address it
+    /// announces.
+    async fn start(args: &[&str]) -> Echo {
+        let mut child = Command::new(echo_binary())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning the echo example");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (lines, stderr) = mpsc::unbounded_channel();
+        let mut stderr_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr_lines.next_line().await {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+
+        let first = within("the first stdout line", stdout.next_line())
+            .await
+            .expect("reading stdout")
+            .expect("stdout ended before the first line");
+        let addr = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first stdout line {first:?}"));
+        let addr: SocketAddr = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("no address in {first:?}"));
+        assert_eq!(addr.ip().to_string(), "127.0.0.1", "{first:?}");
+        assert_ne!(addr.port(), 0, "{first:?}: the real port, not 0");
+        Echo {
+            child,
+            addr,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Sends `signal` (`"TERM"`, `"INT"`) with the system's `kill`.
+    async fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the process is running").to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .await
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} {pid}: {status}");
+    }
+
+    async fn exit_status(&mut self) -> ExitStatus {
+        within("the process to exit", self.child.wait())
+            .await
+            .expect("wait")
+    }
+
+    /// Waits for a stderr line `matches` accepts; returns it.
+    async fn stderr_line(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        within(what, async {
+            loop {
+                let line = self
+                    .stderr
+                    .recv()
+                    .await
+                    .unwrap_or_else(|| panic!("stderr ended before {what}"));
+                if matches(&line) {
+                    return line;
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Runs the echo example to its end with `args` (no `--listen` added) and
+/// returns its exit status, stdout and stderr.
+async fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
+    let child = Command::new(echo_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawning the echo example");
+    let output = within("the process to exit", child.wait_with_output())
+        .await
+        .expect("wait");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status, stdout, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_stdout_line_is_the_real_listening_address() {
+    within("the test", async {
+        let echo = Echo::start(&[]).await;
+        let mut client = connect(echo.addr).await;
+        exchange(&mut client, "hi\r\n", "hi\n").await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_answers_every_line_in_order_then_closes_after_a_half_close() {
+    within("the test", async {
+        let echo = Echo::start(&[]).await;
+        let mut client = connect(echo.addr).await;
+        exchange(&mut client, "one\r\ntwo\r\r\n\n", "one\ntwo\r\n\n").await;
+        client.write_all(b"three\nlast").await.unwrap();
+        finish_writing(&mut client).await;
+        assert_eq!(read_to_eof(&mut client).await, "three\nlast\n");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delim_0_echoes_the_whole_stream_verbatim_then_closes() {
+    within("the test", async {
+        let echo = Echo::start(&["--delim", "0"]).await;
+        let mut client = connect(echo.addr).await;
+        client.write_all(b"first line\r\n").await.unwrap();
+        client.write_all(b"\n;second, no newline").await.unwrap();
+        finish_writing(&mut client).await;
+        assert_eq!(
+            read_to_eof(&mut client).await,
+            "first line\r\n\n;second, no newline"
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_delimiter_strips_nothing_but_itself() {
+    within("the test", async {
+        let echo = Echo::start(&["--delim", "59"]).await;
+        let mut client = connect(echo.addr).await;
+        exchange(&mut client, "a\r;b\n;;", "a\r;b\n;;").await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_the_frame_already_sent_closes_idle_connections_and_exits_0() {
+    within("the test", async {
+        let mut echo = Echo::start(&["--handler-delay-ms", "300"]).await;
+        let mut busy = connect(echo.addr).await;
+        let mut idle = connect(echo.addr).await;
+        // Both connections are accepted once each has been answered.
+        exchange(&mut busy, "warm up\n", "warm up\n").await;
+        exchange(&mut idle, "me too\n", "me too\n").await;
+
+        busy.write_all(b"just before\n").await.unwrap();
+        echo.signal("TERM").await;
+
+        assert_eq!(
+            read_to_eof(&mut idle).await,
+            "",
+            "an idle connection closes at once"
+        );
+        assert_eq!(read_to_eof(&mut busy).await, "just before\n");
+        drop((busy, idle));
+        let status = echo.exit_status().await;
+        assert_eq!(status.code(), Some(0), "{status}");
+        // Nothing but the first line on stdout: logs go to stderr.
+        let mut rest = String::new();
+        echo.stdout
+            .into_inner()
+            .read_to_string(&mut rest)
+            .await
+            .unwrap();
+        assert_eq!(rest, "");
+        // The listener is gone.
+        assert!(tokio::net::TcpStream::connect(echo.addr).await.is_err());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_it_too() {
+    within("the test", async {
+        let mut echo = Echo::start(&[]).await;
+        let mut client = connect(echo.addr).await;
+        exchange(&mut client, "x\n", "x\n").await;
+        echo.signal("INT").await;
+        assert_eq!(read_to_eof(&mut client).await, "");
+        drop(client);
+        let status = echo.exit_status().await;
+        assert_eq!(status.code(), Some(0), "{status}");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_exit_2_with_the_error_on_stderr() {
+    within("the test", async {
+        for args in [
+            &["--listen", "127.0.0.1:0", "--delim", "300"][..],
+            &["--listen", "127.0.0.1:0", "--no-such-flag"][..],
+        ] {
+            let (status, stdout, stderr) = run_to_exit(args).await;
+            assert_eq!(
+                status.code(),
+                Some(2),
+                "{args:?}: {status}; stderr: {stderr}"
+            );
+            assert!(!stderr.trim().is_empty(), "{args:?}: no error on stderr");
+            assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+            assert_eq!(stdout, "", "{args:?}");
+        }
+        let (_, _, stderr) = run_to_exit(&["--delim", "300"]).await;
+        assert!(
+            stderr.contains("300"),
+            "the error names the bad value: {stderr}"
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_in_use_exits_1_naming_the_address() {
+    within("the test", async {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let (status, stdout, stderr) = run_to_exit(&["--listen", &addr]).await;
+        assert_eq!(status.code(), Some(1), "{status}; stderr: {stderr}");
+        assert!(
+            stderr.contains(&addr),
+            "stderr does not name {addr}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(stdout, "");
+        drop(taken);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_closes_only_its_connection_and_is_logged_with_the_peer() {
+    within("the test", async {
+        let mut echo = Echo::start(&["--max-frame", "8"]).await;
+        let mut bystander = connect(echo.addr).await;
+        exchange(&mut bystander, "before\n", "before\n").await;
+
+        let mut offender = connect(echo.addr).await;
+        let peer = offender.local_addr().unwrap().to_string();
+        // Exactly the limit is accepted, a stripped `\r` not counted.
+        exchange(&mut offender, "12345678\r\n", "12345678\n").await;
+        offender.write_all(b"123456789\n").await.unwrap();
+        let (got, _how) =
+            tokio::time::timeout(Duration::from_secs(1), read_until_closed(&mut offender))
+                .await
+                .expect("closed within 1 s of the limit being passed");
+        assert_eq!(got, "", "no reply to an oversized frame");
+
+        let warning = echo
+            .stderr_line("a WARN line naming the peer", |line| {
+                line.contains("WARN") && line.contains(&peer)
+            })
+            .await;
+        assert!(warning.contains("frame"), "{warning}");
+
+        exchange(&mut bystander, "after\n", "after\n").await;
+    })
+    .await
+}

@@ -1,0 +1,213 @@
+//! What the integration tests share: a server on a free loopback port, a
+//! bound on every wait, and a client's view of the bytes it receives.
+//!
+//! Nothing here sleeps to synchronise: a test waits for an event, a read or
+//! a closed connection, always under [`LIMIT`].
+
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use natter::{
+    BoxError, Conn, Error, Event, EventKind, Events, Frame, IntoReply, Server, ServerHandle,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tower::util::ServiceFn;
+use tower::{Layer, Service, service_fn};
+
+/// The longest any test, or any single wait in a test, may take. Generous:
+/// it only turns a hang into a failure.
+pub const LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs `future`, failing the test if it takes longer than [`LIMIT`].
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(LIMIT, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {LIMIT:?}: {what}"),
+    }
+}
+
+/// A server being served on its own task.
+pub struct Running {
+    pub handle: ServerHandle,
+    pub addr: SocketAddr,
+    /// What `serve` returned.
+    pub served: JoinHandle<Result<(), Error>>,
+}
+
+/// Spawns `server.serve(make_service)`.
+pub fn start<L, M, S>(server: Server<L>, make_service: M) -> Running
+where
+    M: FnMut(&Conn) -> S + Send + 'static,
+    S: Send + 'static,
+    L: Layer<S> + Send + 'static,
+    L::Service: Service<Frame> + Send + 'static,
+    <L::Service as Service<Frame>>::Response: IntoReply + Send + 'static,
+    <L::Service as Service<Frame>>::Error: Into<BoxError>,
+    <L::Service as Service<Frame>>::Future: Send + 'static,
+{
+    let handle = server.handle();
+    let addr = server.local_addr();
+    let served = tokio::spawn(server.serve(make_service));
+    Running {
+        handle,
+        addr,
+        served,
+    }
+}
+
+impl Running {
+    /// Shuts the server down gracefully and checks that `serve` returned
+    /// `Ok`.
+    pub async fn shutdown(self) {
+        within("graceful shutdown", self.handle.shutdown()).await;
+        let served = within("serve to return", self.served).await;
+        served
+            .expect("serve task")
+            .expect("serve returned an error");
+    }
+}
+
+/// The service of an echo server: every frame is its own reply.
+pub type Echo = ServiceFn<fn(Frame) -> Ready<Result<Frame, Infallible>>>;
+
+/// A service factory for an echo server.
+pub fn echo(_conn: &Conn) -> Echo {
+    service_fn(|frame: Frame| ready(Ok(frame)))
+}
+
+/// Binds a line-mode echo server on a free port and serves it.
+pub async fn echo_server() -> Running {
+    let server = Server::builder().bind("127.0.0.1:0").await.expect("bind");
+    start(server, echo)
+}
+
+pub async fn connect(addr: SocketAddr) -> TcpStream {
+    within("connect", TcpStream::connect(addr))
+        .await
+        .expect("connect")
+}
+
+/// Reads exactly `len` bytes.
+pub async fn read_exactly(stream: &mut TcpStream, len: usize) -> Bytes {
+    let mut buf = vec![0; len];
+    within("read", stream.read_exact(&mut buf))
+        .await
+        .unwrap_or_else(|error| panic!("reading {len} bytes: {error}"));
+    Bytes::from(buf)
+}
+
+/// Writes `request` and checks that exactly `reply` comes back (nothing is
+/// read beyond it).
+pub async fn exchange(stream: &mut TcpStream, request: &str, reply: &str) {
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let got = read_exactly(stream, reply.len()).await;
+    assert_eq!(got, reply, "reply to {request:?}");
+}
+
+/// How the server ended a connection, as the client sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// FIN: a clean end of stream.
+    Eof,
+    /// RST (or any other read error).
+    Reset,
+}
+
+/// Reads until the server closes the connection; returns every byte read
+/// before that, and how it ended.
+pub async fn read_until_closed(stream: &mut TcpStream) -> (Bytes, End) {
+    within("the server to close the connection", async {
+        let mut got = BytesMut::new();
+        loop {
+            match stream.read_buf(&mut got).await {
+                Ok(0) => return (got.freeze(), End::Eof),
+                Ok(_) => {}
+                Err(_) => return (got.freeze(), End::Reset),
+            }
+        }
+    })
+    .await
+}
+
+/// Reads until a clean end of stream; returns every byte read.
+pub async fn read_to_eof(stream: &mut TcpStream) -> Bytes {
+    let (got, end) = read_until_closed(stream).await;
+    assert_eq!(end, End::Eof, "expected FIN, got a reset after {got:?}");
+    got
+}
+
+/// Half-closes our side: the server sees end of stream.
+pub async fn finish_writing(stream: &mut TcpStream) {
+    stream.shutdown().await.expect("shutdown(Write)");
+}
+
+/// Waits for the next event `matches` accepts, skipping the others.
+pub async fn next_event(
+    events: &mut Events,
+    what: &str,
+    mut matches: impl FnMut(&Event) -> bool,
+) -> Event {
+    within(what, async {
+        loop {
+            let event = events.next().await.expect("event stream ended");
+            if matches(&event) {
+                return event;
+            }
+        }
+    })
+    .await
+}
+
+/// Waits for the error event of `peer` and returns the error.
+pub async fn next_error(events: &mut Events, peer: SocketAddr) -> Error {
+    let event = next_event(events, "an error event", |event| {
+        event.peer == peer && event.error().is_some()
+    })
+    .await;
+    event.error().cloned().expect("an error")
+}
+
+/// Waits until `peer`'s connection is closed on the server's side.
+pub async fn closed_event(events: &mut Events, peer: SocketAddr) {
+    next_event(events, "a Closed event", |event| {
+        event.peer == peer && matches!(event.kind, EventKind::Closed)
+    })
+    .await;
+}
+
+/// Waits until `count` connections have been accepted.
+pub async fn connected_events(events: &mut Events, count: usize) {
+    let mut seen = 0;
+    while seen < count {
+        next_event(events, "Connected events", |event| {
+            matches!(event.kind, EventKind::Connected)
+        })
+        .await;
+        seen += 1;
+    }
+}
+
+/// The local address of a client socket: the peer address the server sees.
+pub fn addr_of(stream: &TcpStream) -> SocketAddr {
+    stream.local_addr().expect("local_addr")
+}
+
+/// Whether an I/O error means the connection was refused or reset.
+pub fn refused_or_reset(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+    )
+}
