@@ -80,7 +80,16 @@ where
     S::Response: IntoReply,
     S::Error: Into<BoxError>,
 {
-    let last_error = drive(stream, conn.clone(), outbound, service, config, signals, events.clone()).await;
+    let last_error = drive(
+        stream,
+        conn.clone(),
+        outbound,
+        service,
+        config,
+        signals,
+        events.clone(),
+    )
+    .await;
     announce_closed(&conn, &events);
     last_error
 }
@@ -219,6 +228,10 @@ where
             *last = Some(error);
         };
 
+        // Whether `outbound` has our waker since it last came up empty. Once
+        // it has, a cheap emptiness check replaces `poll_recv` (which takes
+        // the waker again and costs as much as a frame) on every pass.
+        let mut outbound_watched = false;
         loop {
             // Move everything that is ready into the write buffer, reading
             // frames as long as there is room for them.
@@ -226,13 +239,19 @@ where
                 let mut progress = false;
 
                 // Frames sent through `Conn`.
-                while this.framed.write_buffer().len() < high_water {
-                    match this.outbound.poll_recv(cx) {
-                        Poll::Ready(Some(bytes)) => {
-                            this.framed.write_buffer_mut().extend_from_slice(&bytes);
-                            progress = true;
+                if !outbound_watched || !this.outbound.is_empty() {
+                    while this.framed.write_buffer().len() < high_water {
+                        match this.outbound.poll_recv(cx) {
+                            Poll::Ready(Some(bytes)) => {
+                                this.framed.write_buffer_mut().extend_from_slice(&bytes);
+                                progress = true;
+                            }
+                            Poll::Ready(None) => break,
+                            Poll::Pending => {
+                                outbound_watched = true;
+                                break;
+                            }
                         }
-                        _ => break,
                     }
                 }
 
@@ -244,8 +263,10 @@ where
                     progress = true;
                     // What the handler sent itself was queued before it
                     // finished, so it goes before the reply.
-                    while let Ok(bytes) = this.outbound.try_recv() {
-                        this.framed.write_buffer_mut().extend_from_slice(&bytes);
+                    if !this.outbound.is_empty() {
+                        while let Ok(bytes) = this.outbound.try_recv() {
+                            this.framed.write_buffer_mut().extend_from_slice(&bytes);
+                        }
                     }
                     match result {
                         Ok(response) => {
@@ -359,8 +380,10 @@ where
                     Poll::Pending => {
                         let after = this.framed.write_buffer().len();
                         if after < before || this.write_deadline.is_none() {
-                            *this.write_deadline =
-                                this.config.write_timeout.map(|timeout| Instant::now() + timeout);
+                            *this.write_deadline = this
+                                .config
+                                .write_timeout
+                                .map(|timeout| Instant::now() + timeout);
                         }
                     }
                 }
@@ -376,7 +399,10 @@ where
 
             // Idle: nothing in hand and no complete frame for too long.
             if let Some(timeout) = this.config.idle_timeout {
-                if *this.reading == Reading::Open && this.pipeline.is_empty() && this.pending.is_none() {
+                if *this.reading == Reading::Open
+                    && this.pipeline.is_empty()
+                    && this.pending.is_none()
+                {
                     let deadline = *this.idle_deadline;
                     if this.idle_timer.deadline() != deadline {
                         this.idle_timer.as_mut().reset(deadline);
@@ -390,7 +416,9 @@ where
             }
 
             // Write: the peer stopped reading what we write.
-            if let (Some(deadline), Some(timeout)) = (*this.write_deadline, this.config.write_timeout) {
+            if let (Some(deadline), Some(timeout)) =
+                (*this.write_deadline, this.config.write_timeout)
+            {
                 if this.write_timer.deadline() != deadline {
                     this.write_timer.as_mut().reset(deadline);
                 }
