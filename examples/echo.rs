@@ -52,8 +52,12 @@ async fn main() -> ExitCode {
 
     let delay = Duration::from_millis(args.handler_delay_ms);
     let server = Server::builder()
-        .codec(DelimiterCodec::new(Delimiter::from_byte(args.delim)).max_frame_length(args.max_frame))
-        .idle_timeout((args.idle_timeout_ms > 0).then(|| Duration::from_millis(args.idle_timeout_ms)))
+        .codec(
+            DelimiterCodec::new(Delimiter::from_byte(args.delim)).max_frame_length(args.max_frame),
+        )
+        .idle_timeout(
+            (args.idle_timeout_ms > 0).then(|| Duration::from_millis(args.idle_timeout_ms)),
+        )
         .max_connections(args.max_connections)
         .drain_timeout(Duration::from_secs(4) + delay)
         .bind(&args.listen)
@@ -73,7 +77,10 @@ async fn main() -> ExitCode {
         }
         Ok::<_, Infallible>(frame)
     });
-    match server.serve_with_shutdown(move |_: &Conn| echo, terminated()).await {
+    match server
+        .serve_with_shutdown(move |_: &Conn| echo, terminated())
+        .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("echo: {error}");
@@ -85,9 +92,10 @@ async fn main() -> ExitCode {
 /// Completes on SIGINT or SIGTERM.
 async fn terminated() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         eprintln!("echo: cannot listen for signals; stop with SIGKILL");
         return std::future::pending().await;
     };

@@ -243,13 +243,18 @@ mod tests {
             .unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("invalid JSON: "), "{text}");
-        assert!(text.ends_with(r#"(frame starts with "{\"a\":\xff\n")"#), "{text}");
+        assert!(
+            text.ends_with(r#"(frame starts with "{\"a\":\xff\n")"#),
+            "{text}"
+        );
     }
 
     #[test]
     fn json_error_prefix_is_bounded() {
         let long = vec![b'x'; 10_000];
-        let err = crate::Frame::from(long).json::<serde_json::Value>().unwrap_err();
+        let err = crate::Frame::from(long)
+            .json::<serde_json::Value>()
+            .unwrap_err();
         assert!(err.to_string().len() < 200);
     }
 

@@ -74,7 +74,11 @@ impl fmt::Display for Event {
             EventKind::Error(error) => write!(f, "{}: {error}", self.peer),
             EventKind::Closed => write!(f, "{}: closed", self.peer),
             EventKind::Reconnecting { attempt, delay } => {
-                write!(f, "{}: reconnecting in {delay:?} (attempt {attempt})", self.peer)
+                write!(
+                    f,
+                    "{}: reconnecting in {delay:?} (attempt {attempt})",
+                    self.peer
+                )
             }
         }
     }

@@ -50,4 +50,11 @@ macro_rules! into_frame_reply {
     )*};
 }
 
-into_frame_reply!(Bytes, BytesMut, Vec<u8>, String, &'static str, &'static [u8]);
+into_frame_reply!(
+    Bytes,
+    BytesMut,
+    Vec<u8>,
+    String,
+    &'static str,
+    &'static [u8]
+);

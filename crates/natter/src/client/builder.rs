@@ -179,8 +179,16 @@ impl<L> ClientBuilder<L> {
         let signals = Signals::default();
         let span = tracing::info_span!("client", peer = %conn.peer_addr());
         let task = tokio::spawn(
-            conn::run(stream, conn.clone(), outbound, service, self.conn, signals.clone(), events.clone())
-                .instrument(span),
+            conn::run(
+                stream,
+                conn.clone(),
+                outbound,
+                service,
+                self.conn,
+                signals.clone(),
+                events.clone(),
+            )
+            .instrument(span),
         );
         Ok(Client {
             conn,
@@ -200,7 +208,9 @@ impl<L> ClientBuilder<L> {
 
     fn dialer(&self, addr: &impl fmt::Display) -> Result<Dialer, Error> {
         if self.conn.max_in_flight == 0 || self.conn.write_buffer == 0 {
-            return Err(Error::InvalidConfig("max_in_flight and write_buffer must be at least 1"));
+            return Err(Error::InvalidConfig(
+                "max_in_flight and write_buffer must be at least 1",
+            ));
         }
         Ok(Dialer::new(addr, self.local_addr, self.connect_timeout))
     }

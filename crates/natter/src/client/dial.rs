@@ -19,7 +19,11 @@ pub(crate) struct Dialer {
 }
 
 impl Dialer {
-    pub(crate) fn new(addr: &impl fmt::Display, local_addr: Option<SocketAddr>, timeout: Duration) -> Self {
+    pub(crate) fn new(
+        addr: &impl fmt::Display,
+        local_addr: Option<SocketAddr>,
+        timeout: Duration,
+    ) -> Self {
         Dialer {
             addr: addr.to_string(),
             local_addr,
@@ -40,7 +44,10 @@ impl Dialer {
     }
 
     async fn try_each(&self) -> io::Result<TcpStream> {
-        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing");
+        let mut last = io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        );
         for addr in lookup_host(&self.addr).await? {
             match self.connect(addr).await {
                 Ok(stream) => return Ok(stream),

@@ -135,7 +135,10 @@ impl tower::Service<Frame> for Discard {
     type Error = std::convert::Infallible;
     type Future = Ready<Result<(), std::convert::Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
         std::task::Poll::Ready(Ok(()))
     }
 

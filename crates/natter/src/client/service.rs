@@ -48,7 +48,9 @@ struct Link {
 
 impl Link {
     fn waiters(&self) -> MutexGuard<'_, VecDeque<Waiter>> {
-        self.waiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.waiters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -183,7 +185,9 @@ impl fmt::Debug for ClientService {
             LinkState::Connecting => "connecting",
             LinkState::Closed => "closed",
         };
-        f.debug_struct("ClientService").field("state", &state).finish_non_exhaustive()
+        f.debug_struct("ClientService")
+            .field("state", &state)
+            .finish_non_exhaustive()
     }
 }
 
@@ -281,7 +285,9 @@ impl Future for ResponseFuture {
         match self.project().state.project() {
             // A dropped waiter means the connection closed unanswered.
             ResponseProjection::Waiting { answer } => answer.poll(cx).map_err(|_| Error::Closed),
-            ResponseProjection::Failed { error } => Poll::Ready(Err(error.take().unwrap_or(Error::Closed))),
+            ResponseProjection::Failed { error } => {
+                Poll::Ready(Err(error.take().unwrap_or(Error::Closed)))
+            }
         }
     }
 }
@@ -309,7 +315,9 @@ impl tower::Service<Frame> for Responder {
 
     fn call(&mut self, frame: Frame) -> Self::Future {
         let Some(waiter) = self.link.waiters().pop_front() else {
-            return ready(Err("the server sent a frame no request was waiting for; dropped".into()));
+            return ready(Err(
+                "the server sent a frame no request was waiting for; dropped".into(),
+            ));
         };
         // A caller that gave up dropped its receiver: the answer was its,
         // and is discarded.
@@ -338,7 +346,9 @@ impl Supervisor {
             if self.closing.is_cancelled() || self.states.is_closed() {
                 break;
             }
-            let Some(next) = self.redial(peer).await else { break };
+            let Some(next) = self.redial(peer).await else {
+                break;
+            };
             stream = next;
             peer = stream.peer_addr().ok().or(peer);
         }
@@ -365,8 +375,18 @@ impl Supervisor {
         let signals = Signals::default();
         let span = tracing::info_span!("client", %peer);
         let events = self.events.clone();
-        let mut running =
-            pin!(conn::run(stream, conn.clone(), outbound, responder, self.config.clone(), signals, events).instrument(span));
+        let mut running = pin!(
+            conn::run(
+                stream,
+                conn.clone(),
+                outbound,
+                responder,
+                self.config.clone(),
+                signals,
+                events
+            )
+            .instrument(span)
+        );
         tokio::select! {
             _ = &mut running => {}
             () = self.states.closed() => {
@@ -395,7 +415,8 @@ impl Supervisor {
                 return None;
             }
             let delay = backoff.delay(attempt);
-            self.events.send(peer, EventKind::Reconnecting { attempt, delay });
+            self.events
+                .send(peer, EventKind::Reconnecting { attempt, delay });
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.states.closed() => return None,

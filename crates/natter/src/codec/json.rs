@@ -92,11 +92,17 @@ impl<T: DeserializeOwned> Decoder for JsonCodec<T> {
     type Error = Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<T>, Error> {
-        self.framing.decode(buf)?.map(|frame| frame.json()).transpose()
+        self.framing
+            .decode(buf)?
+            .map(|frame| frame.json())
+            .transpose()
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<T>, Error> {
-        self.framing.decode_eof(buf)?.map(|frame| frame.json()).transpose()
+        self.framing
+            .decode_eof(buf)?
+            .map(|frame| frame.json())
+            .transpose()
     }
 }
 

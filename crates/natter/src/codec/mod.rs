@@ -248,7 +248,11 @@ impl Decoder for DelimiterCodec {
         }
         // Search no further than the longest frame could reach: the limit,
         // plus a line mode's `\r`, plus the delimiter itself.
-        let slack = if self.delimiter == Delimiter::Line { 2 } else { 1 };
+        let slack = if self.delimiter == Delimiter::Line {
+            2
+        } else {
+            1
+        };
         let search_end = buf.len().min(self.max_frame_length.saturating_add(slack));
         let found = memchr::memchr(delimiter, &buf[self.next_index..search_end])
             .map(|offset| self.next_index + offset);

@@ -10,7 +10,7 @@ use super::*;
 fn decode_all(mut codec: DelimiterCodec, chunks: &[&[u8]]) -> Vec<Result<String, String>> {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
-    let mut push = |item: Result<Option<Frame>, Error>, out: &mut Vec<_>| match item {
+    let push = |item: Result<Option<Frame>, Error>, out: &mut Vec<_>| match item {
         Ok(Some(frame)) => {
             out.push(Ok(String::from_utf8(frame.to_vec()).unwrap()));
             true
@@ -87,7 +87,10 @@ fn trailing_bytes_at_eof_are_the_last_frame() {
 
 #[test]
 fn nothing_after_the_last_delimiter_is_no_frame() {
-    assert_eq!(decode_all(DelimiterCodec::lines(), &[b"a\n"]), frames(&["a"]));
+    assert_eq!(
+        decode_all(DelimiterCodec::lines(), &[b"a\n"]),
+        frames(&["a"])
+    );
     assert_eq!(decode_all(DelimiterCodec::lines(), &[]), frames(&[]));
 }
 
@@ -118,7 +121,10 @@ fn a_frame_exactly_at_the_limit_is_accepted() {
 #[test]
 fn one_byte_over_the_limit_is_an_error() {
     let codec = DelimiterCodec::lines().max_frame_length(4);
-    assert_eq!(decode_all(codec.clone(), &[b"abcde\nok\n"]), vec![too_long(4), Ok("ok".into())]);
+    assert_eq!(
+        decode_all(codec.clone(), &[b"abcde\nok\n"]),
+        vec![too_long(4), Ok("ok".into())]
+    );
     // A kept `\r` counts: "abc\r\r" is the frame "abc\r\r" minus one `\r`.
     assert_eq!(decode_all(codec, &[b"abcd\r\r\n"]), vec![too_long(4)]);
     let codec = DelimiterCodec::byte(b';').max_frame_length(4);
@@ -133,7 +139,10 @@ fn the_limit_is_reported_as_soon_as_it_is_passed() {
     let mut buf = BytesMut::from(&b"abc"[..]);
     assert_eq!(codec.decode(&mut buf).unwrap(), None);
     buf.extend_from_slice(b"de"); // five bytes and no delimiter yet
-    assert!(matches!(codec.decode(&mut buf), Err(Error::FrameTooLong { limit: 4 })));
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(Error::FrameTooLong { limit: 4 })
+    ));
     assert!(buf.is_empty(), "the oversized frame is not buffered");
     buf.extend_from_slice(&[b'x'; 1000]);
     assert_eq!(codec.decode(&mut buf).unwrap(), None);
@@ -158,20 +167,29 @@ fn line_mode_cr_at_the_limit_waits_for_the_next_byte() {
     let mut buf = BytesMut::from(&b"ab\r"[..]);
     assert_eq!(codec.decode(&mut buf).unwrap(), None);
     buf.extend_from_slice(b"x");
-    assert!(matches!(codec.decode(&mut buf), Err(Error::FrameTooLong { limit: 2 })));
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(Error::FrameTooLong { limit: 2 })
+    ));
 }
 
 #[test]
 fn oversized_trailing_bytes_at_eof_are_an_error() {
     let codec = DelimiterCodec::lines().max_frame_length(3);
-    assert_eq!(decode_all(codec, &[b"a\nabcd"]), vec![Ok("a".into()), too_long(3)]);
+    assert_eq!(
+        decode_all(codec, &[b"a\nabcd"]),
+        vec![Ok("a".into()), too_long(3)]
+    );
 }
 
 #[test]
 fn frames_before_an_oversized_one_in_the_same_read_come_first() {
     let codec = DelimiterCodec::lines().max_frame_length(3);
     let out = decode_all(codec, &[b"a\nb\ntoolong\nc\n"]);
-    assert_eq!(out, vec![Ok("a".into()), Ok("b".into()), too_long(3), Ok("c".into())]);
+    assert_eq!(
+        out,
+        vec![Ok("a".into()), Ok("b".into()), too_long(3), Ok("c".into())]
+    );
 }
 
 #[test]
@@ -180,7 +198,10 @@ fn lifted_limit_accepts_large_frames() {
     let mut input = big.clone();
     input.push(b'\n');
     let codec = DelimiterCodec::lines().max_frame_length(usize::MAX);
-    assert_eq!(decode_all(codec, &[&input]), vec![Ok(String::from_utf8(big).unwrap())]);
+    assert_eq!(
+        decode_all(codec, &[&input]),
+        vec![Ok(String::from_utf8(big).unwrap())]
+    );
 }
 
 #[test]
@@ -201,7 +222,9 @@ fn a_partial_frame_is_never_rescanned() {
 fn encoding_appends_the_delimiter() {
     let mut out = BytesMut::new();
     DelimiterCodec::lines().encode("a", &mut out).unwrap();
-    DelimiterCodec::lines().encode(Frame::new(), &mut out).unwrap();
+    DelimiterCodec::lines()
+        .encode(Frame::new(), &mut out)
+        .unwrap();
     DelimiterCodec::byte(b';').encode(b"b", &mut out).unwrap();
     DelimiterCodec::eof().encode("c\nd", &mut out).unwrap();
     assert_eq!(&out[..], b"a\n\nb;c\nd");
@@ -210,9 +233,20 @@ fn encoding_appends_the_delimiter() {
 #[test]
 fn encoding_a_frame_with_the_delimiter_is_an_error() {
     let mut out = BytesMut::from("kept");
-    let err = DelimiterCodec::lines().encode("a\nb", &mut out).unwrap_err();
-    assert!(matches!(err, Error::DelimiterInFrame { delimiter: b'\n', offset: 1 }));
-    assert_eq!(err.to_string(), "frame to send contains the delimiter byte 0x0a at offset 1");
+    let err = DelimiterCodec::lines()
+        .encode("a\nb", &mut out)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::DelimiterInFrame {
+            delimiter: b'\n',
+            offset: 1
+        }
+    ));
+    assert_eq!(
+        err.to_string(),
+        "frame to send contains the delimiter byte 0x0a at offset 1"
+    );
     assert_eq!(&out[..], b"kept", "nothing is written");
 }
 
@@ -222,11 +256,20 @@ fn json_codec_round_trips_and_refuses_a_delimiter_in_the_json() {
     let mut buf = BytesMut::new();
     codec.encode(vec!["a\nb".to_string()], &mut buf).unwrap();
     assert_eq!(&buf[..], b"[\"a\\nb\"]\n");
-    assert_eq!(codec.decode(&mut buf).unwrap(), Some(vec!["a\nb".to_string()]));
+    assert_eq!(
+        codec.decode(&mut buf).unwrap(),
+        Some(vec!["a\nb".to_string()])
+    );
 
     let mut comma = JsonCodec::<Vec<u8>>::with_framing(DelimiterCodec::byte(b','));
     let err = comma.encode(vec![1u8, 2], &mut buf).unwrap_err();
-    assert!(matches!(err, Error::DelimiterInFrame { delimiter: b',', .. }));
+    assert!(matches!(
+        err,
+        Error::DelimiterInFrame {
+            delimiter: b',',
+            ..
+        }
+    ));
     assert!(buf.is_empty());
 }
 
@@ -235,7 +278,10 @@ fn json_codec_reports_bad_frames_with_a_prefix() {
     let mut codec = JsonCodec::<u32>::new();
     let mut buf = BytesMut::from("not json\n");
     let err = codec.decode(&mut buf).unwrap_err();
-    assert!(err.to_string().contains("frame starts with \"not json\""), "{err}");
+    assert!(
+        err.to_string().contains("frame starts with \"not json\""),
+        "{err}"
+    );
 }
 
 #[test]

@@ -123,7 +123,11 @@ pub(crate) struct Outbound {
 }
 
 impl Conn {
-    pub(crate) fn new(peer: SocketAddr, local: SocketAddr, config: &ConnConfig) -> (Conn, Outbound) {
+    pub(crate) fn new(
+        peer: SocketAddr,
+        local: SocketAddr,
+        config: &ConnConfig,
+    ) -> (Conn, Outbound) {
         let (sender, receiver) = mpsc::channel(config.send_queue.max(1));
         let conn = Conn {
             shared: Arc::new(Shared {
@@ -184,12 +188,12 @@ impl Conn {
         E::Error: Into<BoxError>,
     {
         let mut bytes = BytesMut::new();
-        encoder
-            .encode(item, &mut bytes)
-            .map_err(|error| match error.into().downcast::<Error>() {
+        encoder.encode(item, &mut bytes).map_err(|error| {
+            match error.into().downcast::<Error>() {
                 Ok(error) => *error,
                 Err(other) => Error::Encode(Arc::from(other)),
-            })?;
+            }
+        })?;
         self.send_bytes(bytes.freeze()).await
     }
 

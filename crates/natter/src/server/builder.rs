@@ -151,7 +151,9 @@ impl<L> ServerBuilder<L> {
         A: ToSocketAddrs + fmt::Display,
     {
         self.validate()?;
-        let listener = TcpListener::bind(&addr).await.map_err(|source| Error::bind(&addr, source))?;
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| Error::bind(&addr, source))?;
         self.listen(listener)
     }
 
@@ -172,8 +174,12 @@ impl<L> ServerBuilder<L> {
         if self.conn.write_buffer == 0 {
             return Err(Error::InvalidConfig("write_buffer must be at least 1 byte"));
         }
-        if self.conn.idle_timeout == Some(Duration::ZERO) || self.conn.write_timeout == Some(Duration::ZERO) {
-            return Err(Error::InvalidConfig("a timeout must be longer than zero; use None to turn it off"));
+        if self.conn.idle_timeout == Some(Duration::ZERO)
+            || self.conn.write_timeout == Some(Duration::ZERO)
+        {
+            return Err(Error::InvalidConfig(
+                "a timeout must be longer than zero; use None to turn it off",
+            ));
         }
         Ok(())
     }

@@ -84,7 +84,9 @@ impl Shared {
     fn connections(&self) -> MutexGuard<'_, HashMap<SocketAddr, Conn>> {
         // A panic while holding this lock cannot leave the map half-updated
         // (single insert/remove calls), so a poisoned lock is still good.
-        self.connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -148,7 +150,11 @@ impl<L> Server<L> {
 
     /// Like [`serve`](Self::serve), and shuts down gracefully when `signal`
     /// completes.
-    pub async fn serve_with_shutdown<M, S, G>(self, mut make_service: M, signal: G) -> Result<(), Error>
+    pub async fn serve_with_shutdown<M, S, G>(
+        self,
+        mut make_service: M,
+        signal: G,
+    ) -> Result<(), Error>
     where
         M: FnMut(&Conn) -> S,
         L: Layer<S>,
@@ -192,7 +198,9 @@ impl<L> Server<L> {
                 // Over the limit: closed at once, without a reply.
                 shared.refused.fetch_add(1, Ordering::Relaxed);
                 let limit = config.max_connections;
-                shared.events.send(peer, EventKind::Error(Error::ConnectionLimit { limit }));
+                shared
+                    .events
+                    .send(peer, EventKind::Error(Error::ConnectionLimit { limit }));
                 drop(stream);
                 continue;
             };
@@ -200,7 +208,8 @@ impl<L> Server<L> {
             // Replies are batched per read; never wait for Nagle.
             let _ = stream.set_nodelay(true);
             let (conn, outbound) = Conn::new(peer, local, &config.conn);
-            let service = match catch_unwind(AssertUnwindSafe(|| layer.layer(make_service(&conn)))) {
+            let service = match catch_unwind(AssertUnwindSafe(|| layer.layer(make_service(&conn))))
+            {
                 Ok(service) => service,
                 Err(_) => {
                     let error = Error::Panic("the service factory panicked".into());
@@ -216,13 +225,25 @@ impl<L> Server<L> {
                 async move {
                     let events = shared.events.clone();
                     let signals = shared.signals.clone();
-                    conn::drive(stream, conn.clone(), outbound, service, config, signals, events.clone()).await;
+                    conn::drive(
+                        stream,
+                        conn.clone(),
+                        outbound,
+                        service,
+                        config,
+                        signals,
+                        events.clone(),
+                    )
+                    .await;
                     // Forget the connection before announcing its end: who
                     // waits for it (`ServerHandle::close`, a `Closed` event)
                     // must find it gone from the list and its slot free.
                     {
                         let mut connections = shared.connections();
-                        if connections.get(&peer).is_some_and(|current| current.same(&conn)) {
+                        if connections
+                            .get(&peer)
+                            .is_some_and(|current| current.same(&conn))
+                        {
                             connections.remove(&peer);
                         }
                     }
@@ -257,7 +278,10 @@ impl<L> Server<L> {
 /// close.
 async fn accept_error_pause(error: &io::Error) {
     use io::ErrorKind::*;
-    if matches!(error.kind(), ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted) {
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    ) {
         return;
     }
     tracing::warn!(%error, "accept failed; pausing");
