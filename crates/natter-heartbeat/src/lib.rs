@@ -20,7 +20,7 @@
 //!   client, usable in-process; each reports through an [`EventStream`].
 //! - [`run_master`], [`run_node`], [`run_demo`]: the `heartbeat` binary's
 //!   three roles, printing events through an
-//!   [`EventSink`](event::EventSink).
+//!   [`EventSink`].
 //!
 //! The wire protocol is described in [`protocol`] and in the crate's
 //! README.
@@ -80,15 +80,7 @@ pub async fn run_master(args: MasterArgs) -> Result<(), Error> {
     let sink = EventSink::stdout(Format::from_json_flag(args.json));
     let mut stop = ShutdownSignal::new();
     let (master, mut events) = Master::start(MasterConfig::from(&args)).await?;
-    loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(event) => sink.emit(&event).map_err(Error::Output)?,
-                None => break,
-            },
-            () = stop.recv() => break,
-        }
-    }
+    print_events(&mut events, &sink, &mut stop).await?;
     master.shutdown().await
 }
 
@@ -99,15 +91,10 @@ pub async fn run_node(args: NodeArgs) -> Result<(), Error> {
     let sink = EventSink::stdout(Format::from_json_flag(args.json));
     let mut stop = ShutdownSignal::new();
     let (node, mut events) = Node::start(NodeConfig::from(&args)).await?;
-    loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(event) => sink.emit(&event).map_err(Error::Output)?,
-                // The node stopped by itself: rejected.
-                None => return node.join().await,
-            },
-            () = stop.recv() => return node.leave().await,
-        }
+    match print_events(&mut events, &sink, &mut stop).await? {
+        // The node stopped by itself: rejected.
+        Ended::Stopped => node.join().await,
+        Ended::Signalled => node.leave().await,
     }
 }
 
@@ -115,6 +102,31 @@ pub async fn run_node(args: NodeArgs) -> Result<(), Error> {
 /// on loopback; one node is stopped and the master reports it lost.
 pub async fn run_demo() -> Result<(), Error> {
     demo::run(EventSink::stdout(Format::Sentences)).await
+}
+
+/// Why [`print_events`] returned.
+enum Ended {
+    /// The events ended: the master or node stopped by itself.
+    Stopped,
+    /// SIGINT or SIGTERM came.
+    Signalled,
+}
+
+/// Prints `events` through `sink` until they end or `stop` fires.
+async fn print_events<E: event::Event>(
+    events: &mut EventStream<E>,
+    sink: &EventSink,
+    stop: &mut ShutdownSignal,
+) -> Result<Ended, Error> {
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => sink.emit(&event).map_err(Error::Output)?,
+                None => return Ok(Ended::Stopped),
+            },
+            () = stop.recv() => return Ok(Ended::Signalled),
+        }
+    }
 }
 
 /// SIGINT or SIGTERM, listened for from the moment this is created (so a

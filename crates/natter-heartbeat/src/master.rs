@@ -17,7 +17,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use natter::{Conn, DelimiterCodec, Frame, Server, ServerHandle};
+use natter::{Conn, Frame, Server, ServerHandle};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tower::service_fn;
@@ -27,9 +27,7 @@ use crate::cli::MasterArgs;
 use crate::detector::{Detector, PingTarget};
 use crate::event::{EventStream, MasterEvent};
 use crate::pinger::{self, Connector, NodeLink, PingService};
-use crate::protocol::{
-    MAX_FRAME_LENGTH, RegistrationReply, RegistrationRequest, reachable_heartbeat_addr,
-};
+use crate::protocol::{self, RegistrationReply, RegistrationRequest, reachable_heartbeat_addr};
 
 /// A registration connection that completes no frame for this long is
 /// closed. A node sends its request as soon as it connects, so only a
@@ -117,7 +115,7 @@ impl Master {
             ));
         }
         let server = Server::builder()
-            .codec(DelimiterCodec::lines().max_frame_length(MAX_FRAME_LENGTH))
+            .codec(protocol::codec())
             .idle_timeout(REGISTRATION_IDLE_TIMEOUT)
             .drain_timeout(DRAIN_TIMEOUT)
             .bind(config.listen)

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use natter::{BoxError, Client, Conn, DelimiterCodec, Frame, Server};
+use natter::{BoxError, Client, Conn, Frame, Server};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
@@ -27,7 +27,7 @@ use crate::Error;
 use crate::cli::{DEFAULT_NODE_LISTEN, NodeArgs};
 use crate::detector::MasterWatchdog;
 use crate::event::{EventStream, NodeEvent};
-use crate::protocol::{MAX_FRAME_LENGTH, Ping, RegistrationReply, RegistrationRequest};
+use crate::protocol::{self, Ping, RegistrationReply, RegistrationRequest};
 
 /// One registration attempt (connecting included) may take this long.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(1);
@@ -128,7 +128,7 @@ impl Node {
             ));
         }
         let server = Server::builder()
-            .codec(DelimiterCodec::lines().max_frame_length(MAX_FRAME_LENGTH))
+            .codec(protocol::codec())
             // The master pings every interval; a connection silent for as
             // long as it takes to lose the master is of no use.
             .idle_timeout(config.master_timeout)
@@ -310,18 +310,13 @@ where
     }
 }
 
-/// The framing of both ports: JSON lines, small.
-fn codec() -> DelimiterCodec {
-    DelimiterCodec::lines().max_frame_length(MAX_FRAME_LENGTH)
-}
-
 /// One registration attempt: connect, send `request`, read the reply.
 async fn register(
     master: &str,
     request: &RegistrationRequest,
 ) -> Result<RegistrationReply, BoxError> {
     let client = Client::builder()
-        .codec(codec())
+        .codec(protocol::codec())
         .connect_timeout(REGISTRATION_TIMEOUT)
         .connect_service(master)
         .await?;
@@ -340,7 +335,7 @@ async fn tell_master_we_leave(config: &NodeConfig) {
     };
     let told = async {
         let client = Client::builder()
-            .codec(codec())
+            .codec(protocol::codec())
             .connect_timeout(LEAVE_TIMEOUT)
             .connect(&config.master)
             .await?;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use natter::{Client, ClientService, DelimiterCodec, Frame};
+use natter::{Client, ClientService, Frame};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tower::util::BoxCloneSyncService;
@@ -24,7 +24,7 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::detector::PingTarget;
 use crate::master::Membership;
-use crate::protocol::{MAX_FRAME_LENGTH, Ping, Pong};
+use crate::protocol::{self, Ping, Pong};
 
 /// How the master reaches one node: a ping in, the node's pong out.
 pub(crate) type PingService = BoxCloneSyncService<Ping, Pong, natter::Error>;
@@ -176,7 +176,7 @@ impl NodeLink {
             return Ok((connection.generation, true, service.clone()));
         }
         let service = Client::builder()
-            .codec(DelimiterCodec::lines().max_frame_length(MAX_FRAME_LENGTH))
+            .codec(protocol::codec())
             .connect_timeout(self.connect_timeout)
             .connect_service(self.addr)
             .await?;

@@ -1,8 +1,9 @@
 //! The wire messages between master and nodes.
 //!
 //! Every message is one compact JSON object in one frame, frames cut at
-//! `\n` (natter's [`JsonCodec`](natter::JsonCodec) in line mode), and every
-//! object names its kind in a string field `type`. Two ports carry them:
+//! `\n` and at most [`MAX_FRAME_LENGTH`] bytes long (see [`codec`]), and
+//! every object names its kind in a string field `type`. Two ports carry
+//! them:
 //!
 //! - the master's **registration port** (`master --listen`): a node sends a
 //!   [`RegistrationRequest`] and the master answers a `register` with a
@@ -39,6 +40,7 @@
 
 use std::net::SocketAddr;
 
+use natter::DelimiterCodec;
 use serde::{Deserialize, Serialize};
 
 /// The longest frame either port accepts, in bytes (delimiter excluded).
@@ -46,6 +48,12 @@ use serde::{Deserialize, Serialize};
 /// Real messages are a few hundred bytes at most; a small limit means a
 /// peer sending garbage costs little memory before its connection is cut.
 pub const MAX_FRAME_LENGTH: usize = 4 * 1024;
+
+/// The framing of both ports, for natter's servers and clients: lines of
+/// at most [`MAX_FRAME_LENGTH`] bytes.
+pub fn codec() -> DelimiterCodec {
+    DelimiterCodec::lines().max_frame_length(MAX_FRAME_LENGTH)
+}
 
 /// What a node sends on the master's registration port.
 ///
