@@ -43,9 +43,11 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long shutdown waits for pings being answered.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// At most this many connections to the heartbeat endpoint: the master
-/// needs one.
-const MAX_CONNECTIONS: usize = 64;
+/// At most this many connections to the heartbeat endpoint. The master
+/// needs one; the rest is room for peers that connect and say nothing
+/// (closed by the idle timeout), so that a few of them cannot keep the
+/// master out.
+const MAX_CONNECTIONS: usize = 256;
 
 /// How a [`Node`] runs: the `heartbeat node` flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
