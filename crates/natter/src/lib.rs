@@ -77,3 +77,9 @@ pub use event::{Event, EventKind, Events};
 pub use frame::Frame;
 pub use reply::IntoReply;
 pub use server::{Server, ServerBuilder, ServerHandle};
+
+/// The README's code blocks, compiled and run as doc tests so they cannot
+/// rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
