@@ -133,6 +133,14 @@ impl<L> ClientBuilder<L> {
         self
     }
 
+    /// Shared state every connection's [`Conn::state`](crate::Conn::state)
+    /// returns, by type (one value per type; setting a type again replaces
+    /// it).
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.conn.state.insert(value);
+        self
+    }
+
     /// Adds a tower layer around the handler of frames from the server
     /// (see [`connect_with`](Self::connect_with)).
     pub fn layer<T>(self, layer: T) -> ClientBuilder<Stack<T, L>> {

@@ -9,6 +9,7 @@
 
 mod driver;
 mod pipeline;
+mod state;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use driver::{Signals, announce_closed, drive, run};
 
+use self::state::LocalState;
+pub(crate) use self::state::SharedState;
 use crate::{BoxError, DelimiterCodec, Error, Frame};
 
 /// The settings of one connection, shared by the server and client
@@ -42,6 +45,8 @@ pub(crate) struct ConnConfig {
     /// still sends, so that the peer gets our last replies and a FIN rather
     /// than a reset.
     pub(crate) linger: Duration,
+    /// User state shared by every connection.
+    pub(crate) state: SharedState,
 }
 
 /// Defaults of [`ConnConfig`], documented on the builders.
@@ -60,6 +65,7 @@ impl Default for ConnConfig {
             max_in_flight: 1,
             send_queue: DEFAULT_SEND_QUEUE,
             linger: DEFAULT_LINGER,
+            state: SharedState::default(),
         }
     }
 }
@@ -115,6 +121,8 @@ struct Shared {
     /// Set with `close`; read once per frame without a lock.
     closing: AtomicBool,
     closed: CancellationToken,
+    state: SharedState,
+    local_state: LocalState,
 }
 
 /// The driver's side of a [`Conn`]: the frames sent through it.
@@ -138,6 +146,8 @@ impl Conn {
                 close: CancellationToken::new(),
                 closing: AtomicBool::new(false),
                 closed: CancellationToken::new(),
+                state: config.state.clone(),
+                local_state: LocalState::default(),
             }),
         };
         (conn, Outbound { receiver })
@@ -203,6 +213,41 @@ impl Conn {
             .send(bytes)
             .await
             .map_err(|_| Error::Closed)
+    }
+
+    /// The shared state of type `T` given to the builder's `state` (the
+    /// original framework's `Addon()`), if there is one.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use natter::{Conn, Server};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), natter::Error> {
+    /// struct Stats { frames: AtomicU64 }
+    /// let server = Server::builder()
+    ///     .state(Stats { frames: AtomicU64::new(0) })
+    ///     .bind("127.0.0.1:0")
+    ///     .await?;
+    /// let count = |conn: &Conn| {
+    ///     let stats = conn.state::<Stats>().expect("given to the builder");
+    ///     stats.frames.fetch_add(1, Ordering::Relaxed)
+    /// };
+    /// # let _ = (server, count);
+    /// # Ok(()) }
+    /// ```
+    pub fn state<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.shared.state.get()
+    }
+
+    /// Stores `value` as this connection's own state of type `T`, returning
+    /// the one it replaces. Any clone of this `Conn` sees it.
+    pub fn set_local<T: Send + Sync + 'static>(&self, value: T) -> Option<Arc<T>> {
+        self.shared.local_state.insert(value)
+    }
+
+    /// This connection's own state of type `T`, if [`set_local`](Self::set_local) stored one.
+    pub fn local<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.shared.local_state.get()
     }
 
     /// Closes the connection once the frames in hand are handled and every

@@ -131,6 +131,14 @@ impl<L> ServerBuilder<L> {
         self
     }
 
+    /// Shared state every connection's [`Conn::state`](crate::Conn::state)
+    /// returns, by type (one value per type; setting a type again replaces
+    /// it).
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.conn.state.insert(value);
+        self
+    }
+
     /// Adds a tower layer around every connection's service. As with
     /// [`tower::ServiceBuilder`], the first layer added is the outermost.
     pub fn layer<T>(self, layer: T) -> ServerBuilder<Stack<T, L>> {
