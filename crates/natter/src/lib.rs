@@ -71,7 +71,7 @@ mod server;
 
 pub use client::{Client, ClientBuilder, ClientService};
 pub use codec::{Delimiter, DelimiterCodec, JsonCodec};
-pub use conn::Conn;
+pub use conn::{Conn, FrameService};
 pub use error::{BoxError, Error};
 pub use event::{Event, EventKind, Events};
 pub use frame::Frame;

@@ -2,16 +2,15 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tower::Layer;
 use tower::layer::util::{Identity, Stack};
-use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::dial::Dialer;
 use super::{Backoff, Client, ClientService, Discard};
-use crate::conn::{self, Conn, ConnConfig, Signals};
+use crate::conn::{Conn, ConnConfig, Connection, Signals};
 use crate::event::{DEFAULT_EVENT_CAPACITY, EventSender};
-use crate::{BoxError, DelimiterCodec, Error, Frame, IntoReply};
+use crate::{DelimiterCodec, Error, FrameService};
 
 /// How long connecting may take by default.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -159,10 +158,7 @@ impl<L> ClientBuilder<L> {
     where
         A: fmt::Display,
         L: Layer<Discard>,
-        L::Service: Service<Frame> + Send + 'static,
-        <L::Service as Service<Frame>>::Response: IntoReply + Send + 'static,
-        <L::Service as Service<Frame>>::Error: Into<BoxError>,
-        <L::Service as Service<Frame>>::Future: Send + 'static,
+        L::Service: FrameService,
     {
         self.connect_with(addr, |_: &Conn| Discard).await
     }
@@ -175,29 +171,16 @@ impl<L> ClientBuilder<L> {
         A: fmt::Display,
         M: FnOnce(&Conn) -> S,
         L: Layer<S>,
-        L::Service: Service<Frame> + Send + 'static,
-        <L::Service as Service<Frame>>::Response: IntoReply + Send + 'static,
-        <L::Service as Service<Frame>>::Error: Into<BoxError>,
-        <L::Service as Service<Frame>>::Future: Send + 'static,
+        L::Service: FrameService,
     {
         let stream = self.dialer(&addr)?.dial().await?;
-        let (conn, outbound) = new_conn(&stream, &self.conn);
-        let service = self.layer.layer(make_service(&conn));
         let events = EventSender::new(self.event_capacity);
         let signals = Signals::default();
+        let connection = Connection::new(stream, self.conn, signals.clone(), events.clone());
+        let conn = connection.conn().clone();
+        let service = self.layer.layer(make_service(&conn));
         let span = tracing::info_span!("client", peer = %conn.peer_addr());
-        let task = tokio::spawn(
-            conn::run(
-                stream,
-                conn.clone(),
-                outbound,
-                service,
-                self.conn,
-                signals.clone(),
-                events.clone(),
-            )
-            .instrument(span),
-        );
+        let task = tokio::spawn(connection.serve(service).run(|| ()).instrument(span));
         Ok(Client {
             conn,
             task: Some(task),
@@ -222,13 +205,6 @@ impl<L> ClientBuilder<L> {
         }
         Ok(Dialer::new(addr, self.local_addr, self.connect_timeout))
     }
-}
-
-fn new_conn(stream: &TcpStream, config: &ConnConfig) -> (Conn, conn::Outbound) {
-    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-    let peer = stream.peer_addr().unwrap_or(unknown);
-    let local = stream.local_addr().unwrap_or(unknown);
-    Conn::new(peer, local, config)
 }
 
 impl<L> fmt::Debug for ClientBuilder<L> {

@@ -31,7 +31,7 @@ use tracing::Instrument;
 
 use super::backoff::Backoff;
 use super::dial::Dialer;
-use crate::conn::{self, Conn, ConnConfig, Signals};
+use crate::conn::{ConnConfig, Connection, Signals};
 use crate::event::{EventKind, EventSender, Events};
 use crate::{BoxError, DelimiterCodec, Error, Frame};
 
@@ -358,10 +358,13 @@ impl Supervisor {
     /// Runs one connection until it ends, then fails the requests still
     /// waiting on it.
     async fn serve(&self, stream: TcpStream, up: Option<oneshot::Sender<()>>) {
-        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-        let peer = stream.peer_addr().unwrap_or(unknown);
-        let local = stream.local_addr().unwrap_or(unknown);
-        let (conn, outbound) = Conn::new(peer, local, &self.config);
+        let connection = Connection::new(
+            stream,
+            self.config.clone(),
+            Signals::default(),
+            self.events.clone(),
+        );
+        let conn = connection.conn().clone();
         let link = Arc::new(Link {
             sender: conn.sender(),
             codec: conn.codec().clone(),
@@ -372,21 +375,8 @@ impl Supervisor {
             let _ = up.send(());
         }
         let responder = Responder { link: link.clone() };
-        let signals = Signals::default();
-        let span = tracing::info_span!("client", %peer);
-        let events = self.events.clone();
-        let mut running = pin!(
-            conn::run(
-                stream,
-                conn.clone(),
-                outbound,
-                responder,
-                self.config.clone(),
-                signals,
-                events
-            )
-            .instrument(span)
-        );
+        let span = tracing::info_span!("client", peer = %conn.peer_addr());
+        let mut running = pin!(connection.serve(responder).run(|| ()).instrument(span));
         tokio::select! {
             _ = &mut running => {}
             () = self.states.closed() => {

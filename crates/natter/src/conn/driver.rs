@@ -17,6 +17,7 @@
 //! * a cut, a write timeout or a dead socket end it at once.
 
 use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -63,10 +64,12 @@ enum Exit {
     Aborted,
 }
 
-/// Runs one connection to its end, reports it closed, and returns the last
-/// error it reported. Never panics on anything the peer or the service
-/// does: every failure becomes an event.
-pub(crate) async fn run<S>(
+/// One accepted or dialled connection and everything it runs with.
+///
+/// Built in two steps, because the service factory needs the connection's
+/// [`Conn`] before the service exists: [`Connection::new`], then
+/// [`serve`](Connection::serve), then [`run`](Connection::run).
+pub(crate) struct Connection<S = ()> {
     stream: TcpStream,
     conn: Conn,
     outbound: Outbound,
@@ -74,87 +77,121 @@ pub(crate) async fn run<S>(
     config: ConnConfig,
     signals: Signals,
     events: EventSender,
-) -> Option<Error>
-where
-    S: Service<Frame>,
-    S::Response: IntoReply,
-    S::Error: Into<BoxError>,
-{
-    let last_error = drive(
-        stream,
-        conn.clone(),
-        outbound,
-        service,
-        config,
-        signals,
-        events.clone(),
-    )
-    .await;
-    announce_closed(&conn, &events);
-    last_error
 }
 
-/// [`run`] without its last step: when this returns, the socket and the
-/// service are dropped, but [`Conn::closed`] has not fired and no `Closed`
-/// event was sent. A caller that keeps books on its connections (the
-/// server's list and slots) updates them first, then calls
-/// [`announce_closed`], so that whoever waits for the end finds the
-/// connection already forgotten.
-pub(crate) async fn drive<S>(
-    stream: TcpStream,
-    conn: Conn,
-    outbound: Outbound,
-    service: S,
-    config: ConnConfig,
-    signals: Signals,
-    events: EventSender,
-) -> Option<Error>
-where
-    S: Service<Frame>,
-    S::Response: IntoReply,
-    S::Error: Into<BoxError>,
-{
-    let peer = conn.peer_addr();
-    events.send(peer, EventKind::Connected);
-    let now = Instant::now();
-    let idle_deadline = config.idle_timeout.map_or(now, |timeout| now + timeout);
-    let mut driver = pin!(Driver {
-        framed: Framed::new(stream, config.codec.clone()),
-        encoder: config.codec.clone(),
-        service: CatchPanic::new(service),
-        pipeline: Pipeline::new(config.max_in_flight),
-        pending: None,
-        outbound: outbound.receiver,
-        reading: Reading::Open,
-        idle_deadline,
-        idle_timer: sleep_until(idle_deadline),
-        write_deadline: None,
-        write_timer: sleep_until(now),
-        close: Box::pin(conn.close_token().clone().cancelled_owned()),
-        shutdown: Box::pin(signals.shutdown.cancelled_owned()),
-        cut: Box::pin(signals.cut.clone().cancelled_owned()),
-        conn: conn.clone(),
-        events: events.clone(),
-        config,
-        last_error: None,
-    });
-    let exit = poll_fn(|cx| driver.as_mut().poll_drive(cx)).await;
-    if let Exit::Finished = exit {
-        let linger = driver.config.linger;
-        let stream = driver.as_mut().project().framed.get_mut();
-        tokio::select! {
-            () = signals.cut.cancelled() => {}
-            () = close_politely(stream, linger) => {}
+impl Connection {
+    pub(crate) fn new(
+        stream: TcpStream,
+        config: ConnConfig,
+        signals: Signals,
+        events: EventSender,
+    ) -> Self {
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        let peer = stream.peer_addr().unwrap_or(unknown);
+        let local = stream.local_addr().unwrap_or(unknown);
+        let (conn, outbound) = Conn::new(peer, local, &config);
+        Connection {
+            stream,
+            conn,
+            outbound,
+            service: (),
+            config,
+            signals,
+            events,
         }
     }
-    driver.project().last_error.take()
+
+    /// The connection will hand its frames to `service`.
+    pub(crate) fn serve<S>(self, service: S) -> Connection<S> {
+        Connection {
+            stream: self.stream,
+            conn: self.conn,
+            outbound: self.outbound,
+            service,
+            config: self.config,
+            signals: self.signals,
+            events: self.events,
+        }
+    }
 }
 
-/// Tells everyone waiting that the connection is gone: [`Conn::closed`]
-/// and a `Closed` event.
-pub(crate) fn announce_closed(conn: &Conn, events: &EventSender) {
-    conn.mark_closed();
-    events.send(conn.peer_addr(), EventKind::Closed);
+impl<S> Connection<S> {
+    /// The connection's context.
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl<S> Connection<S>
+where
+    S: Service<Frame>,
+    S::Response: IntoReply,
+    S::Error: Into<BoxError>,
+{
+    /// Runs the connection to its end and returns the last error it
+    /// reported. Never panics on anything the peer or the service does:
+    /// every failure becomes an event.
+    ///
+    /// When the socket and the service are gone, `forget` runs, and only
+    /// then do [`Conn::closed`] and the `Closed` event announce the end: a
+    /// caller that keeps books on its connections (the server's list and
+    /// slots) updates them in `forget`, so that whoever waits for the end
+    /// finds the connection already forgotten.
+    pub(crate) async fn run(self, forget: impl FnOnce()) -> Option<Error> {
+        let conn = self.conn.clone();
+        let events = self.events.clone();
+        let last_error = self.drive().await;
+        forget();
+        conn.mark_closed();
+        events.send(conn.peer_addr(), EventKind::Closed);
+        last_error
+    }
+
+    async fn drive(self) -> Option<Error> {
+        let Connection {
+            stream,
+            conn,
+            outbound,
+            service,
+            config,
+            signals,
+            events,
+        } = self;
+        let peer = conn.peer_addr();
+        events.send(peer, EventKind::Connected);
+        let now = Instant::now();
+        let idle_deadline = config.idle_timeout.map_or(now, |timeout| now + timeout);
+        let mut driver = pin!(Driver {
+            framed: Framed::new(stream, config.codec.clone()),
+            encoder: config.codec.clone(),
+            service: CatchPanic::new(service),
+            pipeline: Pipeline::new(config.max_in_flight),
+            pending: None,
+            outbound: outbound.receiver,
+            reading: Reading::Open,
+            idle_deadline,
+            idle_timer: sleep_until(idle_deadline),
+            write_deadline: None,
+            write_timer: sleep_until(now),
+            close: Box::pin(conn.close_token().clone().cancelled_owned()),
+            shutdown: Box::pin(signals.shutdown.cancelled_owned()),
+            cut: Box::pin(signals.cut.clone().cancelled_owned()),
+            conn: conn.clone(),
+            events: events.clone(),
+            config,
+            last_error: None,
+        });
+        let exit = poll_fn(|cx| driver.as_mut().poll_drive(cx)).await;
+        if let Exit::Finished = exit {
+            let linger = driver.config.linger;
+            let stream = driver.as_mut().project().framed.get_mut();
+            tokio::select! {
+                () = signals.cut.cancelled() => {}
+                () = close_politely(stream, linger) => {}
+            }
+        }
+        driver.project().last_error.take()
+    }
 }
 
 /// Sends FIN, then reads and discards what the peer still sends until it

@@ -23,11 +23,40 @@ use tokio::sync::mpsc;
 use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use driver::{Signals, announce_closed, drive, run};
+pub(crate) use driver::{Connection, Signals};
 
 use self::state::LocalState;
 pub(crate) use self::state::SharedState;
-use crate::{BoxError, DelimiterCodec, Error, Frame};
+use tower::Service;
+
+use crate::{BoxError, DelimiterCodec, Error, Frame, IntoReply};
+
+/// A service natter can run on a connection: it takes [`Frame`]s, answers
+/// with anything [`IntoReply`], fails with anything that converts into a
+/// [`BoxError`], and can move to the connection's task.
+///
+/// Every such `tower::Service` is one; there is nothing to implement.
+pub trait FrameService:
+    Service<
+        Frame,
+        Response: IntoReply + Send + 'static,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Send
+    + 'static
+{
+}
+
+impl<S> FrameService for S where
+    S: Service<
+            Frame,
+            Response: IntoReply + Send + 'static,
+            Error: Into<BoxError>,
+            Future: Send + 'static,
+        > + Send
+        + 'static
+{
+}
 
 /// The settings of one connection, shared by the server and client
 /// builders.

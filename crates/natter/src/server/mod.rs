@@ -28,14 +28,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
-use tower::{Layer, Service};
+use tower::Layer;
 use tracing::Instrument;
 
 pub use self::builder::ServerBuilder;
 pub use self::handle::ServerHandle;
-use crate::conn::{self, Conn, ConnConfig, Signals};
+use crate::conn::{Conn, ConnConfig, Connection, Signals};
 use crate::event::{EventKind, EventSender, Events};
-use crate::{BoxError, Error, Frame, IntoReply};
+use crate::{Error, FrameService};
 
 /// A bound server, ready to [`serve`](Server::serve).
 ///
@@ -140,10 +140,7 @@ impl<L> Server<L> {
     where
         M: FnMut(&Conn) -> S,
         L: Layer<S>,
-        L::Service: Service<Frame> + Send + 'static,
-        <L::Service as Service<Frame>>::Response: IntoReply + Send + 'static,
-        <L::Service as Service<Frame>>::Error: Into<BoxError>,
-        <L::Service as Service<Frame>>::Future: Send + 'static,
+        L::Service: FrameService,
     {
         self.serve_with_shutdown(make_service, pending()).await
     }
@@ -158,10 +155,7 @@ impl<L> Server<L> {
     where
         M: FnMut(&Conn) -> S,
         L: Layer<S>,
-        L::Service: Service<Frame> + Send + 'static,
-        <L::Service as Service<Frame>>::Response: IntoReply + Send + 'static,
-        <L::Service as Service<Frame>>::Error: Into<BoxError>,
-        <L::Service as Service<Frame>>::Future: Send + 'static,
+        L::Service: FrameService,
         G: Future<Output = ()>,
     {
         let Server {
@@ -204,10 +198,12 @@ impl<L> Server<L> {
                 drop(stream);
                 continue;
             };
-            let local = stream.local_addr().unwrap_or(shared.local_addr);
             // Replies are batched per read; never wait for Nagle.
             let _ = stream.set_nodelay(true);
-            let (conn, outbound) = Conn::new(peer, local, &config.conn);
+            let signals = shared.signals.clone();
+            let connection =
+                Connection::new(stream, config.conn.clone(), signals, shared.events.clone());
+            let conn = connection.conn().clone();
             let service = match catch_unwind(AssertUnwindSafe(|| layer.layer(make_service(&conn))))
             {
                 Ok(service) => service,
@@ -219,39 +215,21 @@ impl<L> Server<L> {
             };
             shared.connections().insert(peer, conn.clone());
             let shared = shared.clone();
-            let config = config.conn.clone();
             let span = tracing::info_span!("conn", %peer);
-            tracker.spawn(
-                async move {
-                    let events = shared.events.clone();
-                    let signals = shared.signals.clone();
-                    conn::drive(
-                        stream,
-                        conn.clone(),
-                        outbound,
-                        service,
-                        config,
-                        signals,
-                        events.clone(),
-                    )
-                    .await;
-                    // Forget the connection before announcing its end: who
-                    // waits for it (`ServerHandle::close`, a `Closed` event)
-                    // must find it gone from the list and its slot free.
-                    {
-                        let mut connections = shared.connections();
-                        if connections
-                            .get(&peer)
-                            .is_some_and(|current| current.same(&conn))
-                        {
-                            connections.remove(&peer);
-                        }
-                    }
-                    drop(slot);
-                    conn::announce_closed(&conn, &events);
+            let forget = move || {
+                // Who waits for the end (`ServerHandle::close`, a `Closed`
+                // event) must find the connection gone from the list and
+                // its slot free.
+                let mut connections = shared.connections();
+                if connections
+                    .get(&peer)
+                    .is_some_and(|current| current.same(&conn))
+                {
+                    connections.remove(&peer);
                 }
-                .instrument(span),
-            );
+                drop(slot);
+            };
+            tracker.spawn(connection.serve(service).run(forget).instrument(span));
         }
 
         // Refuse new connections before draining the others.
