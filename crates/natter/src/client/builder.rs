@@ -10,7 +10,7 @@ use super::dial::Dialer;
 use super::{Backoff, Client, ClientService, Discard};
 use crate::conn::{Conn, ConnConfig, Connection, Signals};
 use crate::event::{DEFAULT_EVENT_CAPACITY, EventSender};
-use crate::{DelimiterCodec, Error, FrameService};
+use crate::{Error, FrameService};
 
 /// How long connecting may take by default.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,11 +61,7 @@ impl ClientBuilder<Identity> {
 }
 
 impl<L> ClientBuilder<L> {
-    /// The framing (default: [`DelimiterCodec::lines`], 64 KiB frames).
-    pub fn codec(mut self, codec: DelimiterCodec) -> Self {
-        self.conn.codec = codec;
-        self
-    }
+    crate::conn::connection_options!();
 
     /// Gives up connecting after this long (default 10 s) with
     /// [`Error::ConnectTimeout`].
@@ -81,42 +77,6 @@ impl<L> ClientBuilder<L> {
         self
     }
 
-    /// Closes the connection when the server completes no frame for this
-    /// long (default: off). See [`ServerBuilder::idle_timeout`](crate::ServerBuilder::idle_timeout).
-    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.conn.idle_timeout = timeout.into();
-        self
-    }
-
-    /// Closes the connection when the server does not read what we write
-    /// for this long (default 30 s).
-    pub fn write_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.conn.write_timeout = timeout.into();
-        self
-    }
-
-    /// Bytes waiting to be written above which the connection stops
-    /// reading (default 64 KiB).
-    pub fn write_buffer(mut self, high_water: usize) -> Self {
-        self.conn.write_buffer = high_water;
-        self
-    }
-
-    /// How many frames may wait to be written before `send` waits
-    /// (default 64). For a [`ClientService`] this bounds the requests
-    /// queued but not yet written.
-    pub fn send_queue(mut self, frames: usize) -> Self {
-        self.conn.send_queue = frames;
-        self
-    }
-
-    /// How many frames from the server the handler may work on at once
-    /// (default 1); its replies are written in order.
-    pub fn max_in_flight(mut self, frames: usize) -> Self {
-        self.conn.max_in_flight = frames;
-        self
-    }
-
     /// How many events a slow reader may fall behind (default 1024).
     pub fn event_capacity(mut self, events: usize) -> Self {
         self.event_capacity = events;
@@ -129,14 +89,6 @@ impl<L> ClientBuilder<L> {
     /// never sent again); new requests wait until the connection is back.
     pub fn reconnect(mut self, backoff: Backoff) -> Self {
         self.reconnect = Some(backoff);
-        self
-    }
-
-    /// Shared state every connection's [`Conn::state`](crate::Conn::state)
-    /// returns, by type (one value per type; setting a type again replaces
-    /// it).
-    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
-        self.conn.state.insert(value);
         self
     }
 

@@ -58,6 +58,79 @@ impl<S> FrameService for S where
 {
 }
 
+/// The per-connection settings of [`ServerBuilder`](crate::ServerBuilder)
+/// and [`ClientBuilder`](crate::ClientBuilder), written once: both
+/// builders keep a `conn: ConnConfig` field.
+macro_rules! connection_options {
+    () => {
+        /// The framing (default: [`DelimiterCodec::lines`](crate::DelimiterCodec::lines),
+        /// 64 KiB frames).
+        pub fn codec(mut self, codec: crate::DelimiterCodec) -> Self {
+            self.conn.codec = codec;
+            self
+        }
+
+        /// Closes a connection that completes no frame for this long,
+        /// counted from connect or the last complete frame (a partial frame
+        /// does not count; the clock stops while a handler for the
+        /// connection runs). `None` turns it off, the default.
+        pub fn idle_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
+            self.conn.idle_timeout = timeout.into();
+            self
+        }
+
+        /// Closes a connection whose peer has not read what we wrote for
+        /// this long (default 30 s; `None` turns it off).
+        pub fn write_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
+            self.conn.write_timeout = timeout.into();
+            self
+        }
+
+        /// Bytes waiting to be written above which a connection stops
+        /// reading and handling frames until the peer reads (default
+        /// 64 KiB). Bounds the memory a peer that does not read can make us
+        /// hold.
+        pub fn write_buffer(mut self, high_water: usize) -> Self {
+            self.conn.write_buffer = high_water;
+            self
+        }
+
+        /// How many frames of one connection may be handled at once
+        /// (default 1). Replies are written in frame order whatever the
+        /// value.
+        pub fn max_in_flight(mut self, frames: usize) -> Self {
+            self.conn.max_in_flight = frames;
+            self
+        }
+
+        /// How many frames sent through [`Conn::send`](crate::Conn::send)
+        /// (or requests of a [`ClientService`](crate::ClientService)) may
+        /// wait for the writer before the sender waits (default 64).
+        pub fn send_queue(mut self, frames: usize) -> Self {
+            self.conn.send_queue = frames;
+            self
+        }
+
+        /// How long a closing connection keeps reading and discarding what
+        /// the peer still sends, so the peer receives our last frames and a
+        /// FIN rather than a reset (default 500 ms).
+        pub fn linger(mut self, linger: std::time::Duration) -> Self {
+            self.conn.linger = linger;
+            self
+        }
+
+        /// Shared state every connection's [`Conn::state`](crate::Conn::state)
+        /// returns, by type (one value per type; setting a type again
+        /// replaces it).
+        pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+            self.conn.state.insert(value);
+            self
+        }
+    };
+}
+
+pub(crate) use connection_options;
+
 /// The settings of one connection, shared by the server and client
 /// builders.
 #[derive(Debug, Clone)]

@@ -6,9 +6,9 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tower::layer::util::{Identity, Stack};
 
 use super::{Config, Server, Shared};
+use crate::Error;
 use crate::conn::{ConnConfig, Signals};
 use crate::event::{DEFAULT_EVENT_CAPACITY, EventSender};
-use crate::{DelimiterCodec, Error};
 
 /// The default connection limit.
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -57,58 +57,7 @@ impl ServerBuilder<Identity> {
 }
 
 impl<L> ServerBuilder<L> {
-    /// The framing of every connection (default: [`DelimiterCodec::lines`],
-    /// 64 KiB frames).
-    pub fn codec(mut self, codec: DelimiterCodec) -> Self {
-        self.conn.codec = codec;
-        self
-    }
-
-    /// Closes a connection that completes no frame for this long, counted
-    /// from connect or the last complete frame (a partial frame does not
-    /// count; the clock stops while a handler for the connection runs).
-    /// `None` turns it off, the default.
-    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.conn.idle_timeout = timeout.into();
-        self
-    }
-
-    /// Closes a connection whose peer has not read what we wrote for this
-    /// long (default 30 s; `None` turns it off).
-    pub fn write_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.conn.write_timeout = timeout.into();
-        self
-    }
-
-    /// Bytes waiting to be written above which a connection stops reading
-    /// and handling frames until the peer reads (default 64 KiB). Bounds
-    /// the memory a peer that does not read can make us hold.
-    pub fn write_buffer(mut self, high_water: usize) -> Self {
-        self.conn.write_buffer = high_water;
-        self
-    }
-
-    /// How many frames of one connection may be handled at once (default
-    /// 1). Replies are written in frame order whatever the value.
-    pub fn max_in_flight(mut self, frames: usize) -> Self {
-        self.conn.max_in_flight = frames;
-        self
-    }
-
-    /// How many frames sent through [`Conn::send`](crate::Conn::send) may
-    /// wait for the writer before `send` waits (default 64).
-    pub fn send_queue(mut self, frames: usize) -> Self {
-        self.conn.send_queue = frames;
-        self
-    }
-
-    /// How long a closing connection keeps reading and discarding what the
-    /// peer still sends, so the peer receives our last replies and a FIN
-    /// rather than a reset (default 500 ms).
-    pub fn linger(mut self, linger: Duration) -> Self {
-        self.conn.linger = linger;
-        self
-    }
+    crate::conn::connection_options!();
 
     /// Connections beyond this many are closed at once, without a reply,
     /// and counted (default 10,000). A slot frees when a connection closes.
@@ -128,14 +77,6 @@ impl<L> ServerBuilder<L> {
     /// behind before the oldest are dropped (default 1024).
     pub fn event_capacity(mut self, events: usize) -> Self {
         self.event_capacity = events;
-        self
-    }
-
-    /// Shared state every connection's [`Conn::state`](crate::Conn::state)
-    /// returns, by type (one value per type; setting a type again replaces
-    /// it).
-    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
-        self.conn.state.insert(value);
         self
     }
 

@@ -133,7 +133,7 @@ impl<L> Server<L> {
     /// `make_service` is called once per connection with its [`Conn`] and
     /// returns the service that handles that connection's frames; the
     /// builder's layers wrap it. The service's response is the reply (see
-    /// [`IntoReply`]); its error is reported as an event and, unless it is
+    /// [`IntoReply`](crate::IntoReply)); its error is reported as an event and, unless it is
     /// one that [closes the connection](Error::closes_connection), the next
     /// frame is handled as usual.
     pub async fn serve<M, S>(self, make_service: M) -> Result<(), Error>
