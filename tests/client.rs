@@ -619,7 +619,7 @@ async fn a_call_on_a_clone_not_made_ready_fails_unsent_instead_of_panicking() {
         // tower's trap (tower #547): a clone does not carry readiness.
         let mut clone = service.clone();
         let error = clone.call("skipped ready".into()).await.unwrap_err();
-        assert!(matches!(error, Error::Closed), "{error:?}");
+        assert!(matches!(error, Error::NotReady), "{error:?}");
 
         // Nothing was sent, and the connection carries on.
         let answer = tokio::spawn(clone.oneshot("made ready".into()));

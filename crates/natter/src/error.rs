@@ -135,6 +135,12 @@ pub enum Error {
     #[error("could not encode a frame: {0}")]
     Encode(Arc<dyn std::error::Error + Send + Sync + 'static>),
 
+    /// A service was called without a successful `poll_ready` first (for
+    /// instance on a clone, which never carries the readiness its original
+    /// reserved). Nothing was sent. Call `ready()` on the service you call.
+    #[error("service called before it was ready; nothing was sent (call `ready()` first)")]
+    NotReady,
+
     /// The connection is closed, so the frame or request could not be sent
     /// or answered.
     #[error("connection closed")]

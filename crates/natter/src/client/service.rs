@@ -225,11 +225,10 @@ impl tower::Service<Frame> for ClientService {
     fn call(&mut self, request: Frame) -> ResponseFuture {
         // Without a slot reserved by `poll_ready` (a clone, say, which does
         // not carry readiness), the request fails unsent.
-        let (LinkState::Up(link), Some(sender), true) = (
-            &self.current,
-            self.sender.as_mut(),
-            std::mem::take(&mut self.reserved),
-        ) else {
+        if !std::mem::take(&mut self.reserved) {
+            return ResponseFuture::failed(Error::NotReady);
+        }
+        let (LinkState::Up(link), Some(sender)) = (&self.current, self.sender.as_mut()) else {
             return ResponseFuture::failed(Error::Closed);
         };
         let mut bytes = BytesMut::new();
