@@ -57,6 +57,20 @@ enum Reading {
     Done,
 }
 
+/// Whether the kernel holds bytes, or an end of stream, that this socket
+/// has not read yet: a real `recv(MSG_PEEK)`, not tokio's cached readiness.
+///
+/// Tokio forgets a socket's readiness after a short read, so a read that
+/// returns `Pending` does not prove the socket empty: bytes that arrived
+/// since are reported only when the reactor next polls the kernel. A
+/// draining connection that stopped at that `Pending` would drop frames the
+/// peer sent before shutdown began (the kernel acknowledged them), so it
+/// asks the kernel, and waits for those bytes when there are some.
+fn unread_input(stream: &TcpStream) -> bool {
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    socket2::SockRef::from(stream).peek(&mut probe).is_ok()
+}
+
 enum Exit {
     /// Every reply written: close politely.
     Finished,
@@ -362,7 +376,9 @@ where
                                 break;
                             }
                             Poll::Pending => {
-                                if *this.reading == Reading::Draining {
+                                if *this.reading == Reading::Draining
+                                    && !unread_input(this.framed.get_ref())
+                                {
                                     *this.reading = Reading::Done;
                                 }
                                 break;
