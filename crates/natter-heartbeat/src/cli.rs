@@ -4,6 +4,7 @@
 //! heartbeat                                   # the demo
 //! heartbeat master [--listen ADDR] [--interval-ms 1000] [--failures 3]
 //!                  [--ping-timeout-ms MS] [--token T] [--json]
+//!                  [--stats-interval-ms MS]
 //! heartbeat node --id NAME --master ADDR [--listen ADDR]
 //!                [--master-timeout-ms 10000] [--token T] [--json]
 //! ```
@@ -11,8 +12,11 @@
 //! The master listens on [`DEFAULT_MASTER_LISTEN`] (`127.0.0.1:7940`) unless
 //! told otherwise: the port next to the seed demo's heartbeat port 7939, so
 //! a node started with `--master 127.0.0.1:7940` finds a master started
-//! with no flags. Bad arguments make clap print the problem on stderr and
-//! exit 2.
+//! with no flags. `--stats-interval-ms` is an addition to the contract's
+//! flags, off by default: it adds `ping_stats` events (see
+//! [`MasterEvent::PingStats`](crate::event::MasterEvent::PingStats)) for
+//! measuring a master. Bad arguments make clap print the problem on stderr
+//! and exit 2.
 //!
 //! ```
 //! use clap::Parser;
@@ -99,6 +103,16 @@ pub struct MasterArgs {
     /// Print events as JSON lines instead of sentences.
     #[arg(long)]
     pub json: bool,
+
+    /// Also report ping statistics this often, in milliseconds: pings
+    /// answered and failed, and each round trip, as `ping_stats` events
+    /// [default: off].
+    #[arg(
+        long,
+        value_name = "MS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub stats_interval_ms: Option<u64>,
 }
 
 impl MasterArgs {
@@ -111,6 +125,11 @@ impl MasterArgs {
     pub fn ping_timeout(&self) -> Duration {
         self.ping_timeout_ms
             .map_or_else(|| self.interval(), Duration::from_millis)
+    }
+
+    /// `--stats-interval-ms` as a duration, if given.
+    pub fn stats_interval(&self) -> Option<Duration> {
+        self.stats_interval_ms.map(Duration::from_millis)
     }
 }
 
@@ -232,6 +251,7 @@ mod tests {
         assert_eq!(args.ping_timeout(), Duration::from_millis(1000));
         assert_eq!(args.token, None);
         assert!(!args.json);
+        assert_eq!(args.stats_interval(), None, "no ping_stats unless asked");
     }
 
     #[test]
@@ -260,6 +280,8 @@ mod tests {
             "--token",
             "s3cret",
             "--json",
+            "--stats-interval-ms",
+            "1000",
         ]);
         assert_eq!(args.listen, "0.0.0.0:0".parse().unwrap());
         assert_eq!(args.interval_ms, 200);
@@ -267,6 +289,7 @@ mod tests {
         assert_eq!(args.ping_timeout_ms, Some(150));
         assert_eq!(args.token.as_deref(), Some("s3cret"));
         assert!(args.json);
+        assert_eq!(args.stats_interval(), Some(Duration::from_secs(1)));
     }
 
     #[test]
@@ -345,6 +368,10 @@ mod tests {
             (&["master", "--failures", "0"], ErrorKind::ValueValidation),
             (
                 &["master", "--ping-timeout-ms", "0"],
+                ErrorKind::ValueValidation,
+            ),
+            (
+                &["master", "--stats-interval-ms", "0"],
                 ErrorKind::ValueValidation,
             ),
             (

@@ -76,6 +76,23 @@ pub enum MasterEvent {
         /// Why, as sent to the node.
         reason: String,
     },
+    /// The pings that finished during the last stats period. Reported
+    /// only when asked for ([`MasterConfig::stats_interval`], `heartbeat
+    /// master --stats-interval-ms`); off by default, so the output of
+    /// CONTRACT.md section 2 is unchanged.
+    ///
+    /// [`MasterConfig::stats_interval`]: crate::MasterConfig::stats_interval
+    PingStats {
+        /// Pings answered in time by a pong with their `seq`.
+        answered: u64,
+        /// Pings that failed: timed out, refused, or answered wrongly.
+        failed: u64,
+        /// The round trip of each answered ping in microseconds, as the
+        /// master measured it (sending, and dialling if the connection
+        /// had to be made, until the pong was read), in the order they
+        /// finished.
+        rtt_us: Vec<u64>,
+    },
 }
 
 impl MasterEvent {
@@ -140,6 +157,19 @@ impl fmt::Display for MasterEvent {
                     reason.escape_debug()
                 )
             }
+            MasterEvent::PingStats {
+                answered,
+                failed,
+                rtt_us,
+            } => {
+                write!(f, "pings since the last report: {answered} answered")?;
+                let mut sorted = rtt_us.clone();
+                sorted.sort_unstable();
+                if let (Some(median), Some(max)) = (sorted.get(sorted.len() / 2), sorted.last()) {
+                    write!(f, " (round trip median {median} µs, max {max} µs)")?;
+                }
+                write!(f, ", {failed} failed")
+            }
         }
     }
 }
@@ -169,8 +199,9 @@ impl Event for NodeEvent {
 }
 
 fn to_json(event: &impl Serialize) -> String {
-    // Events hold only strings and socket addresses, which serde_json always
-    // serializes; an error here would be a bug in the event types.
+    // Events hold only strings, numbers and socket addresses, which
+    // serde_json always serializes; an error here would be a bug in the
+    // event types.
     serde_json::to_string(event).expect("events always serialize to JSON")
 }
 
@@ -178,8 +209,9 @@ fn to_json(event: &impl Serialize) -> String {
 /// [`Node`](crate::Node), in the order they happened.
 ///
 /// Events wait here until read, however many (they are rare: a few per
-/// node joining, failing or leaving), so a slow reader loses none and
-/// never slows the master or node down. [`recv`](Self::recv) returns
+/// node joining, failing or leaving, and one per stats period if asked
+/// for), so a slow reader loses none and never slows the master or node
+/// down. [`recv`](Self::recv) returns
 /// `None` once the master or node has stopped and every event was read.
 #[derive(Debug)]
 pub struct EventStream<E> {
@@ -398,6 +430,32 @@ mod tests {
             let value: serde_json::Value = serde_json::from_str(&line).unwrap();
             assert!(value["event"].is_string(), "{line}");
         }
+    }
+
+    #[test]
+    fn ping_stats_render_as_one_line() {
+        let stats = MasterEvent::PingStats {
+            answered: 3,
+            failed: 1,
+            rtt_us: vec![250, 90, 120],
+        };
+        assert_eq!(
+            stats.to_json(),
+            r#"{"event":"ping_stats","answered":3,"failed":1,"rtt_us":[250,90,120]}"#
+        );
+        assert_eq!(
+            stats.to_string(),
+            "pings since the last report: 3 answered (round trip median 120 µs, max 250 µs), 1 failed"
+        );
+        let none_answered = MasterEvent::PingStats {
+            answered: 0,
+            failed: 2,
+            rtt_us: vec![],
+        };
+        assert_eq!(
+            none_answered.to_string(),
+            "pings since the last report: 0 answered, 2 failed"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - the **registration endpoint**, a natter [`Server`] on `listen`: one
 //!   [`RegistrationRequest`] per frame, answered with a
 //!   [`RegistrationReply`] (a `leave` gets none);
-//! - the [`pinger`](crate::pinger), which pings every node each interval;
+//! - the [`pinger`](crate::pinger), which pings every node each interval
+//!   (and, if asked for, reports [`MasterEvent::PingStats`]);
 //! - the [`Membership`] they share: the [`Detector`] that decides who is
 //!   live or lost, each node's ping connection, and the sender of the
 //!   [`MasterEvent`]s. Every change goes through it under one lock, so the
@@ -50,12 +51,20 @@ pub struct MasterConfig {
     pub ping_timeout: Duration,
     /// If set, only registrations carrying this token are accepted.
     pub token: Option<String>,
+    /// If set, a [`MasterEvent::PingStats`] with the pings that finished
+    /// since the last one is emitted this often (`--stats-interval-ms`):
+    /// just before the first ping round that starts at least this long
+    /// after the last report, so that each report covers whole rounds
+    /// (every ping of a round finishes within the ping timeout; with the
+    /// default timeout, the interval, before the next round). Off by
+    /// default: the round trips are then not even recorded.
+    pub stats_interval: Option<Duration>,
 }
 
 impl MasterConfig {
     /// The defaults of `heartbeat master`, listening on `listen`: a ping
     /// every second, each allowed a second, lost after 3 failures, no
-    /// token.
+    /// token, no ping statistics.
     pub fn new(listen: SocketAddr) -> Self {
         MasterConfig {
             listen,
@@ -63,6 +72,7 @@ impl MasterConfig {
             failures: NonZeroU32::new(3).expect("3 is not zero"),
             ping_timeout: Duration::from_secs(1),
             token: None,
+            stats_interval: None,
         }
     }
 }
@@ -75,6 +85,7 @@ impl From<&MasterArgs> for MasterConfig {
             failures: args.failures,
             ping_timeout: args.ping_timeout(),
             token: args.token.clone(),
+            stats_interval: args.stats_interval(),
         }
     }
 }
@@ -107,11 +118,15 @@ impl Master {
     /// is [`MasterEvent::Listening`] with the bound address.
     ///
     /// Fails, naming the address, if it cannot listen there, and with
-    /// [`Error::InvalidConfig`] for a zero interval or ping timeout.
+    /// [`Error::InvalidConfig`] for a zero interval, ping timeout or stats
+    /// interval.
     pub async fn start(config: MasterConfig) -> Result<(Master, EventStream<MasterEvent>), Error> {
-        if config.interval.is_zero() || config.ping_timeout.is_zero() {
+        if config.interval.is_zero()
+            || config.ping_timeout.is_zero()
+            || config.stats_interval.is_some_and(|every| every.is_zero())
+        {
             return Err(Error::InvalidConfig(
-                "the interval and the ping timeout must be longer than zero",
+                "the interval, the ping timeout and the stats interval must be longer than zero",
             ));
         }
         let server = Server::builder()
@@ -125,7 +140,12 @@ impl Master {
         let (sender, receiver) = mpsc::unbounded_channel();
         let _ = sender.send(MasterEvent::Listening { addr: local_addr });
         let connector = NodeLink::connector(config.ping_timeout);
-        let membership = Arc::new(Membership::new(config.failures, connector, sender));
+        let membership = Arc::new(Membership::new(
+            config.failures,
+            connector,
+            sender,
+            config.stats_interval.is_some(),
+        ));
         let token: Option<Arc<str>> = config.token.map(Arc::from);
 
         let registrations = {
@@ -140,12 +160,18 @@ impl Master {
                 })
             })
         };
-        let pings = pinger::run(membership, config.interval, config.ping_timeout);
+        let pings = pinger::run(
+            membership,
+            config.interval,
+            config.ping_timeout,
+            config.stats_interval,
+        );
         tracing::info!(
             addr = %local_addr,
             interval = ?config.interval,
             failures = config.failures,
             ping_timeout = ?config.ping_timeout,
+            stats_interval = ?config.stats_interval,
             "master started"
         );
         // Pinging stops when the registration endpoint has shut down; the
@@ -202,18 +228,32 @@ struct State {
     /// The ping connection of each node that has been pinged, at the
     /// address the detector has for it (a registration drops it).
     links: HashMap<String, PingService>,
+    /// The pings finished since the last [`MasterEvent::PingStats`], if
+    /// statistics were asked for.
+    stats: Option<PingTally>,
+}
+
+/// Pings finished in one stats period.
+#[derive(Default)]
+struct PingTally {
+    failed: u64,
+    rtts: Vec<Duration>,
 }
 
 impl Membership {
+    /// A membership with no nodes yet. With `ping_stats`, every ping's
+    /// outcome is kept until [`report_ping_stats`](Self::report_ping_stats).
     pub(crate) fn new(
         failures: NonZeroU32,
         connector: Connector,
         events: mpsc::UnboundedSender<MasterEvent>,
+        ping_stats: bool,
     ) -> Self {
         Membership {
             state: Mutex::new(State {
                 detector: Detector::new(failures),
                 links: HashMap::new(),
+                stats: ping_stats.then(PingTally::default),
             }),
             connector,
             events,
@@ -305,7 +345,9 @@ impl Membership {
     /// One ping for every known node, with the service to send it on.
     pub(crate) fn start_round(&self) -> Vec<(PingTarget, PingService)> {
         let mut state = self.state();
-        let State { detector, links } = &mut *state;
+        let State {
+            detector, links, ..
+        } = &mut *state;
         detector
             .start_round()
             .into_iter()
@@ -319,9 +361,12 @@ impl Membership {
             .collect()
     }
 
-    /// Ping `seq` to node `id` was answered in time.
-    pub(crate) fn ping_succeeded(&self, id: &str, seq: u64) {
+    /// Ping `seq` to node `id` was answered in time, after `rtt`.
+    pub(crate) fn ping_succeeded(&self, id: &str, seq: u64, rtt: Duration) {
         let mut state = self.state();
+        if let Some(stats) = &mut state.stats {
+            stats.rtts.push(rtt);
+        }
         if let Some(transition) = state.detector.ping_succeeded(id, seq) {
             tracing::info!(node = %id, "node recovered");
             self.emit(MasterEvent::transition(id.to_owned(), transition));
@@ -331,10 +376,31 @@ impl Membership {
     /// Ping `seq` to node `id` failed.
     pub(crate) fn ping_failed(&self, id: &str, seq: u64) {
         let mut state = self.state();
+        if let Some(stats) = &mut state.stats {
+            stats.failed += 1;
+        }
         if let Some(transition) = state.detector.ping_failed(id, seq) {
             let failures = state.detector.failures();
             tracing::warn!(node = %id, failures, "node lost");
             self.emit(MasterEvent::transition(id.to_owned(), transition));
+        }
+    }
+
+    /// Emits a [`MasterEvent::PingStats`] with the pings finished since
+    /// the last one, and starts counting afresh. Does nothing if
+    /// statistics were not asked for.
+    pub(crate) fn report_ping_stats(&self) {
+        let mut state = self.state();
+        if let Some(stats) = &mut state.stats {
+            let PingTally { failed, rtts } = std::mem::take(stats);
+            self.emit(MasterEvent::PingStats {
+                answered: rtts.len() as u64,
+                failed,
+                rtt_us: rtts
+                    .iter()
+                    .map(|rtt| u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX))
+                    .collect(),
+            });
         }
     }
 }
@@ -355,9 +421,47 @@ mod tests {
                 ping_timeout: Duration::ZERO,
                 ..MasterConfig::new(listen)
             },
+            MasterConfig {
+                stats_interval: Some(Duration::ZERO),
+                ..MasterConfig::new(listen)
+            },
         ] {
             let error = Master::start(config).await.unwrap_err();
             assert!(matches!(error, Error::InvalidConfig(_)), "{error:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn ping_stats_are_reported_when_asked_for() {
+        let config = MasterConfig {
+            interval: Duration::from_millis(50),
+            ping_timeout: Duration::from_millis(500),
+            stats_interval: Some(Duration::from_millis(200)),
+            ..MasterConfig::new("127.0.0.1:0".parse().unwrap())
+        };
+        let (master, mut events) = Master::start(config).await.unwrap();
+        let node_config = crate::NodeConfig::new("n1", master.local_addr().to_string());
+        let (node, _node_events) = crate::Node::start(node_config).await.unwrap();
+        let mut answered = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while answered == 0 {
+            let event = tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .expect("answered pings reported within 10 s")
+                .expect("the master is running");
+            if let MasterEvent::PingStats {
+                answered: n,
+                failed,
+                rtt_us,
+            } = event
+            {
+                assert_eq!(failed, 0);
+                assert_eq!(rtt_us.len() as u64, n);
+                assert!(rtt_us.iter().all(|&rtt| rtt < 500_000), "{rtt_us:?}");
+                answered = n;
+            }
+        }
+        node.leave().await.unwrap();
+        master.shutdown().await.unwrap();
     }
 }

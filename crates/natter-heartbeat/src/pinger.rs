@@ -41,21 +41,41 @@ pub(crate) type Connector = Arc<dyn Fn(SocketAddr) -> PingService + Send + Sync>
 /// others, and a ping may still be waiting when the next round starts (a
 /// ping timeout longer than the interval): the detector counts each
 /// outcome by sequence number.
-pub(crate) async fn run(membership: Arc<Membership>, interval: Duration, ping_timeout: Duration) {
+///
+/// With `stats_interval`, the ping statistics are reported just before
+/// the first round that starts at least that long after the last report
+/// (the first report: after the first round), so a report never cuts a
+/// round in two.
+pub(crate) async fn run(
+    membership: Arc<Membership>,
+    interval: Duration,
+    ping_timeout: Duration,
+    stats_interval: Option<Duration>,
+) {
     let mut ticker = tokio::time::interval(interval);
     // After a stall (a suspended process), carry on at the interval rather
     // than firing a burst of rounds to catch up.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut in_flight = JoinSet::new();
+    let mut next_report = None;
     loop {
-        ticker.tick().await;
+        // When the round was due, not when the timer fired: a late timer
+        // does not push the reports back.
+        let round = ticker.tick().await;
         while in_flight.try_join_next().is_some() {}
+        if let Some(every) = stats_interval {
+            let next = next_report.get_or_insert(round + every);
+            if round >= *next {
+                membership.report_ping_stats();
+                *next = round + every;
+            }
+        }
         for (target, service) in membership.start_round() {
             let membership = membership.clone();
             in_flight.spawn(async move {
                 let outcome = ping(service, &target, ping_timeout).await;
                 match outcome {
-                    Ok(()) => membership.ping_succeeded(&target.id, target.seq),
+                    Ok(rtt) => membership.ping_succeeded(&target.id, target.seq, rtt),
                     Err(()) => membership.ping_failed(&target.id, target.seq),
                 }
             });
@@ -64,9 +84,13 @@ pub(crate) async fn run(membership: Arc<Membership>, interval: Duration, ping_ti
 }
 
 /// Sends one ping and logs its outcome, as the original demo reported
-/// every exchange: `Ok` for a pong with the ping's `seq` within the
-/// timeout, `Err` for anything else.
-async fn ping(service: PingService, target: &PingTarget, timeout: Duration) -> Result<(), ()> {
+/// every exchange: `Ok` with the round trip for a pong with the ping's
+/// `seq` within the timeout, `Err` for anything else.
+async fn ping(
+    service: PingService,
+    target: &PingTarget,
+    timeout: Duration,
+) -> Result<Duration, ()> {
     let PingTarget { id, addr, seq } = target;
     let service = ServiceBuilder::new().timeout(timeout).service(service);
     let started = Instant::now();
@@ -74,7 +98,7 @@ async fn ping(service: PingService, target: &PingTarget, timeout: Duration) -> R
         Ok(pong) if pong.seq == *seq => {
             let rtt = started.elapsed();
             tracing::debug!(node = %id, %addr, seq, ?rtt, "ping succeeded");
-            Ok(())
+            Ok(rtt)
         }
         Ok(pong) => {
             tracing::warn!(node = %id, %addr, seq, answered = pong.seq, "ping failed: the pong answers another ping");
@@ -309,6 +333,7 @@ mod tests {
             NonZeroU32::new(failures).unwrap(),
             nodes.connector(),
             sender,
+            true,
         ));
         membership.register("n1".into(), addr(1));
         let mut events = EventStream::new(receiver);
@@ -319,7 +344,7 @@ mod tests {
                 addr: addr(1)
             })
         );
-        let pinger = tokio::spawn(run(membership.clone(), INTERVAL, ping_timeout));
+        let pinger = tokio::spawn(run(membership.clone(), INTERVAL, ping_timeout, None));
         Setup {
             membership,
             events,
@@ -475,6 +500,78 @@ mod tests {
             !pings.is_empty() && pings.iter().all(|&to| to == addr(2)),
             "{pings:?}"
         );
+    }
+
+    fn stats(answered: u64, failed: u64, rtt: Duration) -> MasterEvent {
+        MasterEvent::PingStats {
+            answered,
+            failed,
+            rtt_us: vec![rtt.as_micros() as u64; answered as usize],
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ping_stats_count_each_outcome_and_round_trip_once() {
+        let rtt = Duration::from_millis(30);
+        let mut s = setup(3, INTERVAL, Behaviour::AnswerAfter(rtt));
+        // Pings at 0, 100 and 200 ms, answered at 30, 130 and 230 ms.
+        tokio::time::sleep(INTERVAL * 5 / 2).await;
+        s.membership.report_ping_stats();
+        assert_eq!(s.events.try_recv(), Some(stats(3, 0, rtt)));
+        // Pings at 300 and 400 ms, refused.
+        s.nodes.set(addr(1), Behaviour::Refuse);
+        tokio::time::sleep(INTERVAL * 2).await;
+        s.membership.report_ping_stats();
+        assert_eq!(s.events.try_recv(), Some(stats(0, 2, rtt)));
+        // Counting starts afresh after each report.
+        s.membership.report_ping_stats();
+        assert_eq!(s.events.try_recv(), Some(stats(0, 0, rtt)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ping_stats_are_reported_between_rounds() {
+        let rtt = Duration::from_millis(30);
+        let mut s = setup(3, INTERVAL, Behaviour::AnswerAfter(rtt));
+        s.pinger.abort();
+        s.pinger = tokio::spawn(run(
+            s.membership.clone(),
+            INTERVAL,
+            INTERVAL,
+            Some(INTERVAL * 3 / 2),
+        ));
+        // Rounds at 0, 100, 200, ... ms; reports at the first round at
+        // least 150 ms after the last: 200 (rounds 0 and 100), 400
+        // (rounds 200 and 300), 600 ms.
+        for at in [INTERVAL * 2, INTERVAL * 4, INTERVAL * 6] {
+            let (event, when) = next_event(&mut s.events, INTERVAL * 5).await.unwrap();
+            assert_eq!(event, stats(2, 0, rtt));
+            assert_eq!(when, INTERVAL * 2, "report due at {at:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_ping_stats_unless_asked_for() {
+        let nodes = Nodes::default();
+        nodes.set(addr(1), Behaviour::Answer);
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let membership = Arc::new(Membership::new(
+            NonZeroU32::new(3).unwrap(),
+            nodes.connector(),
+            sender,
+            false,
+        ));
+        membership.register("n1".into(), addr(1));
+        let mut events = EventStream::new(receiver);
+        assert!(matches!(
+            events.try_recv(),
+            Some(MasterEvent::NodeJoined { .. })
+        ));
+        let pinger = tokio::spawn(run(membership.clone(), INTERVAL, INTERVAL, Some(INTERVAL)));
+        tokio::time::sleep(INTERVAL * 5).await;
+        membership.report_ping_stats();
+        pinger.abort();
+        assert_eq!(events.try_recv(), None);
+        assert!(nodes.pings.lock().unwrap().len() >= 5, "it did ping");
     }
 
     #[tokio::test(start_paused = true)]

@@ -333,6 +333,28 @@ fn without_json_events_are_sentences() {
 }
 
 #[test]
+fn ping_stats_come_only_when_asked_for() {
+    // Without the flag there are none: see three_nodes_join_and_stay_live,
+    // whose master stays silent.
+    let (mut master, addr) = start_master(&["--stats-interval-ms", "300"]);
+    let _n1 = join(&mut master, &addr, "n1", &[]);
+    let stats = master.expect(5 * SECOND, "ping_stats with answered pings", |event| {
+        event["event"] == "ping_stats" && event["answered"].as_u64() > Some(0)
+    });
+    assert_eq!(stats["failed"], 0, "{stats}");
+    let rtts = stats["rtt_us"].as_array().expect("rtt_us is an array");
+    assert_eq!(
+        Some(rtts.len() as u64),
+        stats["answered"].as_u64(),
+        "{stats}"
+    );
+    assert!(
+        rtts.iter().all(|rtt| rtt.as_u64() < Some(1_000_000)),
+        "{stats}"
+    );
+}
+
+#[test]
 fn an_address_in_use_exits_1_naming_it() {
     let (_master, addr) = start_master(&[]);
     let mut second = Heartbeat::start("second master", &["master", "--json", "--listen", &addr]);
