@@ -202,6 +202,11 @@ impl NodeLink {
         let service = Client::builder()
             .codec(protocol::codec())
             .connect_timeout(self.connect_timeout)
+            // Nobody reads the connection's event stream (its events are
+            // logged anyway), and a ring of the default 1024 events is
+            // some 100 KiB per node, most of the master's memory at 1,000
+            // nodes.
+            .event_capacity(1)
             .connect_service(self.addr)
             .await?;
         connection.generation += 1;
