@@ -16,13 +16,14 @@
 //!   the peer gets our last bytes rather than a reset;
 //! * a cut, a write timeout or a dead socket end it at once.
 
+use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{Sink, StreamExt};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -69,6 +70,69 @@ enum Reading {
 fn unread_input(stream: &TcpStream) -> bool {
     let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
     socket2::SockRef::from(stream).peek(&mut probe).is_ok()
+}
+
+/// The size of a connection's read buffer, and of its write buffer:
+/// `Framed`'s own first size. A connection holds them only while it has
+/// bytes to read or write: it gives them back whenever it waits with them
+/// empty (see the end of `poll_drive`), so an idle connection holds neither.
+const BUFFER_SIZE: usize = 8 * 1024;
+
+/// How many spare buffers a thread keeps.
+const SPARE_BUFFERS: usize = 32;
+
+thread_local! {
+    /// Empty buffers given back by this thread's waiting connections, for
+    /// the next connection that has bytes to read or write. A busy
+    /// connection waits between every batch; without these it would pay an
+    /// allocation and a free for each of its buffers every time.
+    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Fills an empty buffer slot with a spare buffer or a new one.
+fn take_buffer(slot: &mut BytesMut) {
+    let spare = SPARE
+        .try_with(|spare| spare.borrow_mut().pop())
+        .ok()
+        .flatten();
+    *slot = spare.unwrap_or_else(|| BytesMut::with_capacity(BUFFER_SIZE));
+}
+
+/// Empties a buffer slot whose buffer holds no bytes. The buffer is kept
+/// as a spare when it is of the usual size and nothing shares it (no frame
+/// still points into it); otherwise it is dropped, so a burst of large
+/// frames leaves nothing large behind.
+fn give_back(slot: &mut BytesMut) {
+    let mut buffer = std::mem::take(slot);
+    if buffer.try_reclaim(BUFFER_SIZE) && buffer.capacity() <= 2 * BUFFER_SIZE {
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(buffer);
+            }
+        });
+    }
+}
+
+/// A `Framed` that holds no buffer yet (`Framed::new` takes 8 KiB for
+/// each at once); they are taken on first use.
+fn framed_without_buffers(
+    stream: TcpStream,
+    codec: DelimiterCodec,
+) -> Framed<TcpStream, DelimiterCodec> {
+    let mut framed = Framed::new(stream, codec);
+    give_back(framed.read_buffer_mut());
+    give_back(framed.write_buffer_mut());
+    framed
+}
+
+/// The write buffer, taken first if it was given back.
+fn write_buffer(framed: &mut Framed<TcpStream, DelimiterCodec>) -> &mut BytesMut {
+    let buffer = framed.write_buffer_mut();
+    if buffer.capacity() == 0 {
+        take_buffer(buffer);
+    }
+    buffer
 }
 
 enum Exit {
@@ -176,7 +240,7 @@ where
         let now = Instant::now();
         let idle_deadline = config.idle_timeout.map_or(now, |timeout| now + timeout);
         let mut driver = pin!(Driver {
-            framed: Framed::new(stream, config.codec.clone()),
+            framed: framed_without_buffers(stream, config.codec.clone()),
             encoder: config.codec.clone(),
             service: CatchPanic::new(service),
             pipeline: Pipeline::new(config.max_in_flight),
@@ -294,7 +358,7 @@ where
                     while this.framed.write_buffer().len() < high_water {
                         match this.outbound.poll_recv(cx) {
                             Poll::Ready(Some(bytes)) => {
-                                this.framed.write_buffer_mut().extend_from_slice(&bytes);
+                                write_buffer(this.framed).extend_from_slice(&bytes);
                                 progress = true;
                             }
                             Poll::Ready(None) => break,
@@ -316,13 +380,13 @@ where
                     // finished, so it goes before the reply.
                     if !this.outbound.is_empty() {
                         while let Ok(bytes) = this.outbound.try_recv() {
-                            this.framed.write_buffer_mut().extend_from_slice(&bytes);
+                            write_buffer(this.framed).extend_from_slice(&bytes);
                         }
                     }
                     match result {
                         Ok(response) => {
                             if let Some(frame) = response.into_reply() {
-                                let buffer = this.framed.write_buffer_mut();
+                                let buffer = write_buffer(this.framed);
                                 if let Err(error) = this.encoder.encode(frame, buffer) {
                                     report(this.events, this.last_error, error);
                                 }
@@ -352,6 +416,9 @@ where
                     if this.conn.close_requested() && *this.reading != Reading::Done {
                         *this.reading = Reading::Done;
                         continue;
+                    }
+                    if this.pending.is_none() && this.framed.read_buffer().capacity() == 0 {
+                        take_buffer(this.framed.read_buffer_mut());
                     }
                     let frame = match this.pending.take() {
                         Some(frame) => frame,
@@ -417,7 +484,7 @@ where
                 // Refuse new frames from `Conn`, write the ones queued.
                 this.outbound.close();
                 while let Ok(bytes) = this.outbound.try_recv() {
-                    this.framed.write_buffer_mut().extend_from_slice(&bytes);
+                    write_buffer(this.framed).extend_from_slice(&bytes);
                 }
             }
 
@@ -479,6 +546,15 @@ where
                     report(this.events, this.last_error, Error::WriteTimeout(timeout));
                     return Poll::Ready(Exit::Aborted);
                 }
+            }
+            // Waiting: an empty buffer is given back rather than held (a
+            // frame a handler still holds keeps only its own bytes alive).
+            // Thousands of idle connections then cost no buffer memory.
+            if this.framed.read_buffer().is_empty() && this.framed.read_buffer().capacity() > 0 {
+                give_back(this.framed.read_buffer_mut());
+            }
+            if this.framed.write_buffer().is_empty() && this.framed.write_buffer().capacity() > 0 {
+                give_back(this.framed.write_buffer_mut());
             }
             return Poll::Pending;
         }
