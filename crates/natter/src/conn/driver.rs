@@ -245,6 +245,7 @@ where
             service: CatchPanic::new(service),
             pipeline: Pipeline::new(config.max_in_flight),
             pending: None,
+            failed: false,
             outbound: outbound.receiver,
             reading: Reading::Open,
             idle_deadline,
@@ -296,6 +297,11 @@ pin_project! {
         pipeline: Pipeline<F>,
         // Decoded, waiting for the service to be ready.
         pending: Option<Frame>,
+        // A frame failed in a way that closes the connection. The frames
+        // after it get no reply: a pipelined peer matches replies to its
+        // requests by position, and would take the next reply for the
+        // failed frame's.
+        failed: bool,
         outbound: mpsc::Receiver<Bytes>,
         reading: Reading,
         // The idle deadline moves with every frame; the timer is only reset
@@ -384,6 +390,9 @@ where
                         }
                     }
                     match result {
+                        // After a frame that closed the connection nothing
+                        // is answered, not even frames already in flight.
+                        Ok(_) if *this.failed => {}
                         Ok(response) => {
                             if let Some(frame) = response.into_reply() {
                                 let buffer = write_buffer(this.framed);
@@ -396,6 +405,8 @@ where
                             let error = Error::from_service(error);
                             if error.closes_connection() {
                                 *this.reading = Reading::Done;
+                                *this.failed = true;
+                                *this.pending = None;
                             }
                             report(this.events, this.last_error, error);
                         }
