@@ -1,8 +1,9 @@
 use std::fmt;
+use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs};
 use tower::layer::util::{Identity, Stack};
 
 use super::{Config, Server, Shared};
@@ -14,6 +15,8 @@ use crate::event::{DEFAULT_EVENT_CAPACITY, EventSender};
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// How long graceful shutdown waits for busy connections by default.
 pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default listen backlog.
+pub(crate) const DEFAULT_BACKLOG: u32 = 1024;
 
 /// Configures a [`Server`]: codec, per-connection limits, layers, then
 /// [`bind`](Self::bind).
@@ -41,6 +44,7 @@ pub struct ServerBuilder<L> {
     max_connections: usize,
     drain_timeout: Duration,
     event_capacity: usize,
+    backlog: u32,
     layer: L,
 }
 
@@ -51,6 +55,7 @@ impl ServerBuilder<Identity> {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            backlog: DEFAULT_BACKLOG,
             layer: Identity::new(),
         }
     }
@@ -80,6 +85,17 @@ impl<L> ServerBuilder<L> {
         self
     }
 
+    /// How many connections, handshake done, the kernel may hold for the
+    /// server before it accepts them (default 1024; the kernel caps it, at
+    /// `net.core.somaxconn` on Linux). When that queue is full the kernel
+    /// drops new connection attempts, and their clients retry only after a
+    /// second or more: with the standard library's 128, a burst of a few
+    /// hundred connects stalled for that long.
+    pub fn backlog(mut self, connections: u32) -> Self {
+        self.backlog = connections;
+        self
+    }
+
     /// Adds a tower layer around every connection's service. As with
     /// [`tower::ServiceBuilder`], the first layer added is the outermost.
     pub fn layer<T>(self, layer: T) -> ServerBuilder<Stack<T, L>> {
@@ -88,6 +104,7 @@ impl<L> ServerBuilder<L> {
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
             event_capacity: self.event_capacity,
+            backlog: self.backlog,
             layer: Stack::new(layer, self.layer),
         }
     }
@@ -100,7 +117,7 @@ impl<L> ServerBuilder<L> {
         A: ToSocketAddrs + fmt::Display,
     {
         self.validate()?;
-        let listener = TcpListener::bind(&addr)
+        let listener = bind_listener(&addr, self.backlog)
             .await
             .map_err(|source| Error::bind(&addr, source))?;
         self.listen(listener)
@@ -162,6 +179,36 @@ impl<L> fmt::Debug for ServerBuilder<L> {
             .field("conn", &self.conn)
             .field("max_connections", &self.max_connections)
             .field("drain_timeout", &self.drain_timeout)
+            .field("backlog", &self.backlog)
             .finish_non_exhaustive()
     }
+}
+
+/// Listens on the first address `addr` resolves to that can be bound, as
+/// `TcpListener::bind` does, but with `backlog` rather than its fixed 128.
+async fn bind_listener(addr: impl ToSocketAddrs, backlog: u32) -> io::Result<TcpListener> {
+    let mut last = io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "the address resolved to nothing",
+    );
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // Like `TcpListener::bind`: a restarted server binds again at once
+        // while its old connections linger in TIME_WAIT.
+        #[cfg(not(windows))]
+        socket.set_reuseaddr(true)?;
+        if let Err(error) = socket.bind(addr) {
+            last = error;
+            continue;
+        }
+        match socket.listen(backlog) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
 }
