@@ -1,0 +1,7 @@
+//! `DelimiterCodec` in every mode, any limit, any cut of the input into
+//! reads: see `natter_fuzz::check_delimiter_codec` for what must hold.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    natter_fuzz::check_delimiter_codec(data);
+});
