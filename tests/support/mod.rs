@@ -211,3 +211,24 @@ pub fn refused_or_reset(error: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
     )
 }
+
+/// How many file descriptors this process has open (Linux: the entries of
+/// `/proc/self/fd`; the directory handle itself is not counted).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
+        .saturating_sub(1)
+}
+
+/// Waits until `condition` holds, checking every 10 ms, failing the test
+/// after [`LIMIT`]. For state that only a poll can see, such as
+/// [`ServerHandle::connection_count`].
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    within(what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
