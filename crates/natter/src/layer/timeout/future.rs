@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::{Sleep, sleep};
+use tokio::time::{Instant, Sleep, sleep_until};
 
 use crate::{BoxError, Error};
 
@@ -13,8 +13,13 @@ pin_project! {
     pub struct HandlerTimeoutFuture<F> {
         #[pin]
         future: F,
-        #[pin]
-        sleep: Sleep,
+        // When the handler must be done (`None`: too far to represent).
+        deadline: Option<Instant>,
+        // Made only when the handler first returns `Pending`: most
+        // handlers answer at once, and a timer costs more than they do.
+        // Boxed, so that the future the driver moves around per frame stays
+        // small.
+        sleep: Option<Pin<Box<Sleep>>>,
         timeout: Duration,
         close: bool,
     }
@@ -24,7 +29,8 @@ impl<F> HandlerTimeoutFuture<F> {
     pub(super) fn new(future: F, timeout: Duration, close: bool) -> Self {
         HandlerTimeoutFuture {
             future,
-            sleep: sleep(timeout),
+            deadline: Instant::now().checked_add(timeout),
+            sleep: None,
             timeout,
             close,
         }
@@ -43,7 +49,16 @@ where
         if let Poll::Ready(result) = this.future.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
         }
-        match this.sleep.poll(cx) {
+        if this.sleep.is_none() {
+            let Some(deadline) = *this.deadline else {
+                return Poll::Pending;
+            };
+            *this.sleep = Some(Box::pin(sleep_until(deadline)));
+        }
+        let Some(sleep) = this.sleep.as_mut() else {
+            return Poll::Pending;
+        };
+        match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(Box::new(Error::HandlerTimeout {
                 timeout: *this.timeout,
                 close: *this.close,
