@@ -74,6 +74,10 @@ fn layers(c: &mut Criterion) {
     group.bench_function("ConcurrencyLimit", |b| {
         b.iter(|| black_box(one_frame(&mut limit, black_box(frame.clone()))))
     });
+    let mut natter_layers = CatchPanicLayer::new().layer(timeout.layer(echo()));
+    group.bench_function("CatchPanic+HandlerTimeout", |b| {
+        b.iter(|| black_box(one_frame(&mut natter_layers, black_box(frame.clone()))))
+    });
     let mut full = CatchPanicLayer::new().layer(timeout.layer(tower_layer.layer(echo())));
     group.bench_function("CatchPanic+HandlerTimeout+ConcurrencyLimit", |b| {
         b.iter(|| black_box(one_frame(&mut full, black_box(frame.clone()))))

@@ -88,16 +88,25 @@ enum Scenario {
 #[serde(rename_all = "lowercase")]
 enum ServerKind {
     Natter,
+    /// natter with CatchPanic + HandlerTimeout + ConcurrencyLimit in front
+    /// of the same echo (throughput and latency scenarios only).
+    Layered,
     Framed,
     Raw,
 }
 
 impl ServerKind {
-    const ALL: [ServerKind; 3] = [ServerKind::Natter, ServerKind::Framed, ServerKind::Raw];
+    const ALL: [ServerKind; 4] = [
+        ServerKind::Natter,
+        ServerKind::Layered,
+        ServerKind::Framed,
+        ServerKind::Raw,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             ServerKind::Natter => "natter",
+            ServerKind::Layered => "layered",
             ServerKind::Framed => "framed",
             ServerKind::Raw => "raw",
         }
@@ -106,6 +115,7 @@ impl ServerKind {
     fn binary(self, bin_dir: &Path) -> PathBuf {
         match self {
             ServerKind::Natter => bin_dir.join("examples").join("echo"),
+            ServerKind::Layered => bin_dir.join("natter-layered"),
             ServerKind::Framed => bin_dir.join("baseline-framed"),
             ServerKind::Raw => bin_dir.join("baseline-raw"),
         }
@@ -118,6 +128,12 @@ impl ServerKind {
             args.extend(["--max-connections".to_owned(), "1000000".to_owned()]);
         }
         args
+    }
+
+    /// Whether this server takes part in `scenario`: the layered server
+    /// only answers the question "what do the layers cost per frame".
+    fn runs(self, scenario: Scenario) -> bool {
+        self != ServerKind::Layered || matches!(scenario, Scenario::Throughput | Scenario::Latency)
     }
 }
 
@@ -407,7 +423,7 @@ fn run(args: Args) -> Result<bool> {
     let mut outcomes = Vec::new();
     for &scenario in &scenarios {
         for rep in 0..plan.reps {
-            for &server in &servers {
+            for &server in servers.iter().filter(|server| server.runs(scenario)) {
                 let outcome = run_one(scenario, server, rep, &plan, &bin_dir, &loadgen, &logs)
                     .map_err(|error| {
                         format!(
@@ -791,5 +807,86 @@ fn summarize(
             }));
         }
     }
+    layer_table(scenarios, outcomes, &mut table, &mut medians, &mut all_met);
     (table, medians, all_met)
+}
+
+/// The cost of the layer stack end to end: natter with CatchPanic +
+/// HandlerTimeout + ConcurrencyLimit against natter alone, same echo.
+fn layer_table(
+    scenarios: &[Scenario],
+    outcomes: &[Outcome],
+    table: &mut String,
+    medians: &mut Vec<serde_json::Value>,
+    all_met: &mut bool,
+) {
+    let median_of = |scenario: Scenario, server: ServerKind, value: fn(&Outcome) -> f64| {
+        let mut values: Vec<f64> = outcomes
+            .iter()
+            .filter(|outcome| outcome.scenario == scenario && outcome.server == server)
+            .map(value)
+            .collect();
+        median(&mut values)
+    };
+    let rows: [(Scenario, &str, fn(&Outcome) -> f64, bool); 3] = [
+        (
+            Scenario::Throughput,
+            "frames/s",
+            |o| o.report.frames_per_sec,
+            true,
+        ),
+        (Scenario::Latency, "p50 us", |o| o.report.p50_us, false),
+        (Scenario::Latency, "p99 us", |o| o.report.p99_us, false),
+    ];
+    let mut header = false;
+    for (scenario, metric, value, higher) in rows {
+        if !scenarios.contains(&scenario) {
+            continue;
+        }
+        let (bare, layered) = (
+            median_of(scenario, ServerKind::Natter, value),
+            median_of(scenario, ServerKind::Layered, value),
+        );
+        if bare.is_nan() || layered.is_nan() {
+            continue;
+        }
+        if !header {
+            let _ = writeln!(
+                table,
+                "\nLayer stack end to end (CatchPanic + HandlerTimeout 5 s + tower ConcurrencyLimit(1), same echo):\n"
+            );
+            let _ = writeln!(
+                table,
+                "| scenario | metric | natter | natter + layers | layers/natter | target | met |"
+            );
+            let _ = writeln!(table, "|---|---|---:|---:|---:|---|---|");
+            header = true;
+        }
+        let ratio = layered / bare;
+        // Under 5% more cost per frame: 5% fewer frames/s at most, or 5%
+        // more latency at most.
+        let (target, met) = if higher {
+            ("≥ 0.95 (< 5% cost)", ratio >= 0.95)
+        } else {
+            ("≤ 1.05 (< 5% cost)", ratio <= 1.05)
+        };
+        if scenario == Scenario::Throughput {
+            *all_met &= met;
+        }
+        let _ = writeln!(
+            table,
+            "| {} | {metric} | {bare:.1} | {layered:.1} | {ratio:.3} | {target} | {} |",
+            scenario.name(),
+            if met { "yes" } else { "**no**" }
+        );
+        medians.push(json!({
+            "scenario": scenario,
+            "metric": format!("layers: {metric}"),
+            "natter": bare,
+            "layered": layered,
+            "layered_over_natter": ratio,
+            "target": target,
+            "met": met,
+        }));
+    }
 }
