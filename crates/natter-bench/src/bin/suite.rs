@@ -828,7 +828,9 @@ fn layer_table(
             .collect();
         median(&mut values)
     };
-    let rows: [(Scenario, &str, fn(&Outcome) -> f64, bool); 3] = [
+    // (scenario, metric, its value in one run, whether higher is better)
+    type Row = (Scenario, &'static str, fn(&Outcome) -> f64, bool);
+    let rows: [Row; 3] = [
         (
             Scenario::Throughput,
             "frames/s",
