@@ -1001,3 +1001,37 @@ async fn a_frame_in_the_socket_when_shutdown_begins_is_answered_before_tokio_rep
     })
     .await
 }
+
+// ---------------------------------------------------------------------------
+// Defaults
+// ---------------------------------------------------------------------------
+
+/// A server built with the defaults does not keep a silent peer forever.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn by_default_a_server_closes_a_silent_connection_after_five_minutes() {
+    let _shared = shared().await;
+    let server = start(Server::builder().bind("127.0.0.1:0").await.unwrap(), echo);
+    let mut events = server.handle.events();
+    let mut silent = connect(server.addr).await;
+    let began = Instant::now();
+    let peer = addr_of(&silent);
+    // Time is paused and jumps to the next timer: `within`'s 10 s would
+    // fire first, so this wait has its own, longer bound.
+    let error = tokio::time::timeout(Duration::from_secs(400), async {
+        loop {
+            let event = futures::StreamExt::next(&mut events).await.unwrap();
+            if let (true, Some(error)) = (event.peer == peer, event.error()) {
+                return error.clone();
+            }
+        }
+    })
+    .await
+    .expect("no idle timeout within 400 s");
+    assert!(
+        matches!(error, Error::IdleTimeout(idle) if idle == Duration::from_secs(300)),
+        "{error}"
+    );
+    assert!(began.elapsed() >= Duration::from_secs(300));
+    let (got, _how) = read_until_closed(&mut silent).await;
+    assert_eq!(got, "");
+}

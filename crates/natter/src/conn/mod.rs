@@ -73,7 +73,13 @@ macro_rules! connection_options {
         /// Closes a connection that completes no frame for this long,
         /// counted from connect or the last complete frame (a partial frame
         /// does not count; the clock stops while a handler for the
-        /// connection runs). `None` turns it off, the default.
+        /// connection runs). `None` turns it off.
+        ///
+        /// Default: 5 minutes on a server, where a peer that connects and
+        /// says nothing, trickles a frame that never ends, or vanished
+        /// without a FIN would otherwise hold its connection and slot
+        /// forever; off on a client, whose server may rightly stay silent
+        /// while the client sends.
         pub fn idle_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
             self.conn.idle_timeout = timeout.into();
             self
@@ -153,6 +159,8 @@ pub(crate) struct ConnConfig {
 
 /// Defaults of [`ConnConfig`], documented on the builders.
 pub(crate) const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A server's idle timeout (a client has none by default).
+pub(crate) const DEFAULT_SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub(crate) const DEFAULT_WRITE_BUFFER: usize = 64 * 1024;
 pub(crate) const DEFAULT_SEND_QUEUE: usize = 64;
 pub(crate) const DEFAULT_LINGER: Duration = Duration::from_millis(500);

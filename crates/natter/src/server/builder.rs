@@ -8,7 +8,7 @@ use tower::layer::util::{Identity, Stack};
 
 use super::{Config, Server, Shared};
 use crate::Error;
-use crate::conn::{ConnConfig, Signals};
+use crate::conn::{ConnConfig, DEFAULT_SERVER_IDLE_TIMEOUT, Signals};
 use crate::event::{DEFAULT_EVENT_CAPACITY, EventSender};
 
 /// The default connection limit.
@@ -51,7 +51,10 @@ pub struct ServerBuilder<L> {
 impl ServerBuilder<Identity> {
     pub(super) fn new() -> Self {
         ServerBuilder {
-            conn: ConnConfig::default(),
+            conn: ConnConfig {
+                idle_timeout: Some(DEFAULT_SERVER_IDLE_TIMEOUT),
+                ..ConnConfig::default()
+            },
             max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             event_capacity: DEFAULT_EVENT_CAPACITY,

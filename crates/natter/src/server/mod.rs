@@ -103,7 +103,8 @@ impl Drop for Finish {
 
 impl Server<tower::layer::util::Identity> {
     /// A builder with the defaults: line mode, 64 KiB frames, 10,000
-    /// connections, one frame at a time per connection.
+    /// connections, a 5-minute idle timeout, one frame at a time per
+    /// connection.
     pub fn builder() -> ServerBuilder<tower::layer::util::Identity> {
         ServerBuilder::new()
     }
