@@ -59,6 +59,8 @@ async fn main() -> ExitCode {
             (args.idle_timeout_ms > 0).then(|| Duration::from_millis(args.idle_timeout_ms)),
         )
         .max_connections(args.max_connections)
+        // The contract puts no bound on --handler-delay-ms.
+        .handler_timeout(None)
         .drain_timeout(Duration::from_secs(4) + delay)
         .bind(&args.listen)
         .await;

@@ -665,7 +665,7 @@ async fn without_a_handler_timeout_a_handler_that_never_returns_holds_its_connec
     within("the test", async {
         let abandoned = Abandoned::default();
         let drain = Duration::from_millis(300);
-        let server = Server::builder().drain_timeout(drain);
+        let server = Server::builder().handler_timeout(None).drain_timeout(drain);
         let server = start(server.bind("127.0.0.1:0").await.unwrap(), {
             let abandoned = abandoned.clone();
             move |_: &Conn| abandoned.service()
@@ -1034,4 +1034,47 @@ async fn by_default_a_server_closes_a_silent_connection_after_five_minutes() {
     assert!(began.elapsed() >= Duration::from_secs(300));
     let (got, _how) = read_until_closed(&mut silent).await;
     assert_eq!(got, "");
+}
+
+/// A server built with the defaults does not let a handler that never
+/// returns hold its connection forever.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn by_default_a_handler_that_never_returns_closes_its_connection_after_a_minute() {
+    let _shared = shared().await;
+    let abandoned = Abandoned::default();
+    let server = start(Server::builder().bind("127.0.0.1:0").await.unwrap(), {
+        let abandoned = abandoned.clone();
+        move |_: &Conn| abandoned.service()
+    });
+    let mut events = server.handle.events();
+    let mut client = connect(server.addr).await;
+    let peer = addr_of(&client);
+    client.write_all(b"a\nhang\nb\n").await.unwrap();
+    let began = Instant::now();
+    // Paused time jumps to the next timer; this wait has its own bound.
+    let error = tokio::time::timeout(Duration::from_secs(100), async {
+        loop {
+            let event = futures::StreamExt::next(&mut events).await.unwrap();
+            if let (true, Some(error)) = (event.peer == peer, event.error()) {
+                return error.clone();
+            }
+        }
+    })
+    .await
+    .expect("no handler timeout within 100 s");
+    assert!(
+        matches!(
+            error,
+            Error::HandlerTimeout { timeout, close: true } if timeout == Duration::from_secs(60)
+        ),
+        "{error}"
+    );
+    assert!(began.elapsed() >= Duration::from_secs(60));
+    let (got, _how) = read_until_closed(&mut client).await;
+    assert_eq!(got, "a\n", "nothing after the frame that timed out");
+    assert_eq!(
+        abandoned.count(),
+        1,
+        "the stuck handler's future was dropped"
+    );
 }

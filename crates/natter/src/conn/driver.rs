@@ -32,12 +32,12 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::codec::{Encoder, Framed};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use tower::Service;
+use tower::{Layer, Service};
 
 use super::pipeline::Pipeline;
 use super::{Conn, ConnConfig, Outbound};
 use crate::event::{EventKind, EventSender};
-use crate::layer::CatchPanic;
+use crate::layer::{CatchPanic, HandlerTimeoutLayer};
 use crate::{BoxError, DelimiterCodec, Error, Frame, IntoReply};
 
 /// The server-wide (or client-wide) signals a connection obeys.
@@ -242,7 +242,14 @@ where
         let mut driver = pin!(Driver {
             framed: framed_without_buffers(stream, config.codec.clone()),
             encoder: config.codec.clone(),
-            service: CatchPanic::new(service),
+            // The connection's own handler timeout closes the connection;
+            // without one, a deadline too far to represent never arms a
+            // timer.
+            service: CatchPanic::new(
+                HandlerTimeoutLayer::new(config.handler_timeout.unwrap_or(Duration::MAX))
+                    .close_connection(true)
+                    .layer(service),
+            ),
             pipeline: Pipeline::new(config.max_in_flight),
             pending: None,
             failed: false,

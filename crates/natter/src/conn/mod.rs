@@ -101,6 +101,21 @@ macro_rules! connection_options {
             self
         }
 
+        /// Closes a connection whose handler has not finished a frame
+        /// within this long (default 60 s; `None` turns it off). That frame
+        /// fails with [`Error::HandlerTimeout`](crate::Error::HandlerTimeout),
+        /// the replies to the frames before it are written, no later frame
+        /// is answered, and the connection closes. Without it a handler that
+        /// never returns holds its connection, and a connection slot, until
+        /// shutdown whatever the peer does: the idle clock stops while a
+        /// handler runs. For a per-frame limit that keeps the connection
+        /// open, add a [`HandlerTimeoutLayer`](crate::layer::HandlerTimeoutLayer)
+        /// with a shorter time.
+        pub fn handler_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
+            self.conn.handler_timeout = timeout.into();
+            self
+        }
+
         /// How many frames of one connection may be handled at once
         /// (default 1). Replies are written in frame order whatever the
         /// value.
@@ -144,6 +159,8 @@ pub(crate) struct ConnConfig {
     pub(crate) codec: DelimiterCodec,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
+    /// The longest one frame's handler may run; then the connection closes.
+    pub(crate) handler_timeout: Option<Duration>,
     /// Stop reading and handling while this many bytes wait to be written.
     pub(crate) write_buffer: usize,
     pub(crate) max_in_flight: usize,
@@ -159,6 +176,7 @@ pub(crate) struct ConnConfig {
 
 /// Defaults of [`ConnConfig`], documented on the builders.
 pub(crate) const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
 /// A server's idle timeout (a client has none by default).
 pub(crate) const DEFAULT_SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub(crate) const DEFAULT_WRITE_BUFFER: usize = 64 * 1024;
@@ -171,6 +189,7 @@ impl Default for ConnConfig {
             codec: DelimiterCodec::lines(),
             idle_timeout: None,
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            handler_timeout: Some(DEFAULT_HANDLER_TIMEOUT),
             write_buffer: DEFAULT_WRITE_BUFFER,
             max_in_flight: 1,
             send_queue: DEFAULT_SEND_QUEUE,

@@ -145,6 +145,7 @@ impl<L> ServerBuilder<L> {
         }
         if self.conn.idle_timeout == Some(Duration::ZERO)
             || self.conn.write_timeout == Some(Duration::ZERO)
+            || self.conn.handler_timeout == Some(Duration::ZERO)
         {
             return Err(Error::InvalidConfig(
                 "a timeout must be longer than zero; use None to turn it off",
