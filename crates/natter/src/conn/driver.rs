@@ -78,6 +78,10 @@ fn unread_input(stream: &TcpStream) -> bool {
 /// empty (see the end of `poll_drive`), so an idle connection holds neither.
 const BUFFER_SIZE: usize = 8 * 1024;
 
+/// The largest read buffer a connection takes up front, whatever its last
+/// one grew to: the default frame limit and then some.
+const MAX_READ_BUFFER: usize = 128 * 1024;
+
 /// How many spare buffers a thread keeps.
 const SPARE_BUFFERS: usize = 32;
 
@@ -89,22 +93,39 @@ thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Fills an empty buffer slot with a spare buffer or a new one.
-fn take_buffer(slot: &mut BytesMut) {
-    let spare = SPARE
-        .try_with(|spare| spare.borrow_mut().pop())
-        .ok()
-        .flatten();
-    *slot = spare.unwrap_or_else(|| BytesMut::with_capacity(BUFFER_SIZE));
+/// Fills an empty buffer slot with a buffer of at least `capacity` bytes:
+/// a spare one when spares are big enough, else a new one.
+fn take_buffer(slot: &mut BytesMut, capacity: usize) {
+    let spare = if capacity <= 2 * BUFFER_SIZE {
+        SPARE
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    *slot = match spare {
+        Some(mut buffer) => {
+            // Empty, so growing it copies nothing.
+            buffer.reserve(capacity);
+            buffer
+        }
+        None => BytesMut::with_capacity(capacity.max(BUFFER_SIZE)),
+    };
 }
 
-/// Empties a buffer slot whose buffer holds no bytes. The buffer is kept
-/// as a spare when it is of the usual size and nothing shares it (no frame
-/// still points into it); otherwise it is dropped, so a burst of large
+/// Empties a buffer slot whose buffer holds no bytes, and returns the
+/// buffer's whole capacity when nothing else shares it (no frame still
+/// points into it), 0 otherwise. Such a buffer is kept as a spare when it
+/// is of the usual size; a larger one is dropped, so a burst of large
 /// frames leaves nothing large behind.
-fn give_back(slot: &mut BytesMut) {
+fn give_back(slot: &mut BytesMut) -> usize {
     let mut buffer = std::mem::take(slot);
-    if buffer.try_reclaim(BUFFER_SIZE) && buffer.capacity() <= 2 * BUFFER_SIZE {
+    if !buffer.try_reclaim(BUFFER_SIZE) {
+        return 0;
+    }
+    let capacity = buffer.capacity();
+    if capacity <= 2 * BUFFER_SIZE {
         let _ = SPARE.try_with(|spare| {
             let mut spare = spare.borrow_mut();
             if spare.len() < SPARE_BUFFERS {
@@ -112,6 +133,7 @@ fn give_back(slot: &mut BytesMut) {
             }
         });
     }
+    capacity
 }
 
 /// A `Framed` that holds no buffer yet (`Framed::new` takes 8 KiB for
@@ -130,7 +152,7 @@ fn framed_without_buffers(
 fn write_buffer(framed: &mut Framed<TcpStream, DelimiterCodec>) -> &mut BytesMut {
     let buffer = framed.write_buffer_mut();
     if buffer.capacity() == 0 {
-        take_buffer(buffer);
+        take_buffer(buffer, BUFFER_SIZE);
     }
     buffer
 }
@@ -252,6 +274,7 @@ where
             ),
             pipeline: Pipeline::new(config.max_in_flight),
             pending: None,
+            read_capacity: BUFFER_SIZE,
             failed: false,
             outbound: outbound.receiver,
             reading: Reading::Open,
@@ -304,6 +327,8 @@ pin_project! {
         pipeline: Pipeline<F>,
         // Decoded, waiting for the service to be ready.
         pending: Option<Frame>,
+        // The size of read buffer to take: what the last one grew to.
+        read_capacity: usize,
         // A frame failed in a way that closes the connection. The frames
         // after it get no reply: a pipelined peer matches replies to its
         // requests by position, and would take the next reply for the
@@ -436,7 +461,7 @@ where
                         continue;
                     }
                     if this.pending.is_none() && this.framed.read_buffer().capacity() == 0 {
-                        take_buffer(this.framed.read_buffer_mut());
+                        take_buffer(this.framed.read_buffer_mut(), *this.read_capacity);
                     }
                     let frame = match this.pending.take() {
                         Some(frame) => frame,
@@ -569,7 +594,12 @@ where
             // frame a handler still holds keeps only its own bytes alive).
             // Thousands of idle connections then cost no buffer memory.
             if this.framed.read_buffer().is_empty() && this.framed.read_buffer().capacity() > 0 {
-                give_back(this.framed.read_buffer_mut());
+                // A connection whose frames made its buffer grow takes one
+                // of that size next time rather than growing it again.
+                match give_back(this.framed.read_buffer_mut()) {
+                    0 => {}
+                    capacity => *this.read_capacity = capacity.min(MAX_READ_BUFFER),
+                }
             }
             if this.framed.write_buffer().is_empty() && this.framed.write_buffer().capacity() > 0 {
                 give_back(this.framed.write_buffer_mut());
