@@ -29,7 +29,13 @@ impl<F> HandlerTimeoutFuture<F> {
     pub(super) fn new(future: F, timeout: Duration, close: bool) -> Self {
         HandlerTimeoutFuture {
             future,
-            deadline: Instant::now().checked_add(timeout),
+            // `Duration::MAX` is "never" (the driver's handler timeout when
+            // it is turned off): no deadline, and no clock read per frame.
+            deadline: if timeout == Duration::MAX {
+                None
+            } else {
+                Instant::now().checked_add(timeout)
+            },
             sleep: None,
             timeout,
             close,
