@@ -221,6 +221,36 @@ pub fn open_fds() -> usize {
         .saturating_sub(1)
 }
 
+/// How many of this process's file descriptors are TCP sockets (Linux:
+/// the socket inodes of `/proc/self/fd` that `/proc/net/tcp` or `tcp6`
+/// list). Unlike [`open_fds`], it does not move when a test's runtime
+/// starts or stops (epoll, an eventfd, a Unix socket for signals), so it
+/// shows a leak of connections even while other tests come and go.
+pub fn open_tcp_sockets() -> usize {
+    let tcp: std::collections::HashSet<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| line.split_whitespace().nth(9).map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| {
+            let target = target.to_string_lossy();
+            target
+                .strip_prefix("socket:[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .is_some_and(|inode| tcp.contains(inode))
+        })
+        .count()
+}
+
 /// Waits until `condition` holds, checking every 10 ms, failing the test
 /// after [`LIMIT`]. For state that only a poll can see, such as
 /// [`ServerHandle::connection_count`].
