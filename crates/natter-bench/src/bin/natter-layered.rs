@@ -35,8 +35,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The echo example's settings (no idle timeout, no driver handler
+    // timeout), so the two servers differ only in the layers.
     let server = Server::builder()
         .max_connections(1_000_000)
+        .idle_timeout(None)
+        .handler_timeout(None)
         .layer(CatchPanicLayer::new())
         .layer(HandlerTimeoutLayer::new(Duration::from_secs(5)))
         .layer(ConcurrencyLimitLayer::new(1))
