@@ -385,6 +385,9 @@ where
         // it has, a cheap emptiness check replaces `poll_recv` (which takes
         // the waker again and costs as much as a frame) on every pass.
         let mut outbound_watched = false;
+        // A frame was read or the last handler finished in this poll: the
+        // idle deadline moves to now.
+        let mut active = false;
         loop {
             // Move everything that is ready into the write buffer, reading
             // frames as long as there is room for them.
@@ -444,9 +447,7 @@ where
                         }
                     }
                     if this.pipeline.is_empty() {
-                        if let Some(timeout) = this.config.idle_timeout {
-                            *this.idle_deadline = Instant::now() + timeout;
-                        }
+                        active = true;
                     }
                 }
 
@@ -467,9 +468,7 @@ where
                         Some(frame) => frame,
                         None => match this.framed.poll_next_unpin(cx) {
                             Poll::Ready(Some(Ok(frame))) => {
-                                if let Some(timeout) = this.config.idle_timeout {
-                                    *this.idle_deadline = Instant::now() + timeout;
-                                }
+                                active = true;
                                 frame
                             }
                             Poll::Ready(Some(Err(error))) => {
@@ -566,11 +565,23 @@ where
                     && this.pipeline.is_empty()
                     && this.pending.is_none()
                 {
-                    let deadline = *this.idle_deadline;
-                    if this.idle_timer.deadline() != deadline {
-                        this.idle_timer.as_mut().reset(deadline);
+                    // One clock read for all the frames of this poll, not
+                    // one per frame: they all happened just now.
+                    if active {
+                        *this.idle_deadline = Instant::now() + timeout;
+                        active = false;
                     }
-                    if this.idle_timer.as_mut().poll(cx).is_ready() {
+                    let deadline = *this.idle_deadline;
+                    let mut fired = this.idle_timer.as_mut().poll(cx).is_ready();
+                    if fired && this.idle_timer.deadline() < deadline {
+                        // The timer was set for an older deadline and frames
+                        // came since: set it for the current one. A busy
+                        // connection so touches the timer wheel once per
+                        // timeout period, not once per batch.
+                        this.idle_timer.as_mut().reset(deadline);
+                        fired = this.idle_timer.as_mut().poll(cx).is_ready();
+                    }
+                    if fired {
                         *this.reading = Reading::Done;
                         report(this.events, this.last_error, Error::IdleTimeout(timeout));
                         continue;
