@@ -74,8 +74,10 @@ pub(crate) async fn run(sink: EventSink) -> Result<(), Error> {
             joined.len() == NODES.len()
         })
         .await?;
-    say("All three nodes joined and answer every ping.".into())?;
+    // Let a few rounds of pings pass (and every node hear its own
+    // registration answered) before saying so.
     master_events.for_a_while(INTERVAL * 4).await?;
+    say("All three nodes joined and answer every ping.".into())?;
 
     let lost = NODES[2];
     say(format!(
