@@ -31,6 +31,7 @@ impl<F: Future> Pipeline<F> {
         }
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         match self {
             Pipeline::Single { slot } => usize::from(slot.is_some()),
@@ -38,12 +39,14 @@ impl<F: Future> Pipeline<F> {
         }
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Adds a future; the caller keeps `len()` within its limit (one for a
     /// single slot).
+    #[inline]
     pub(crate) fn push(self: Pin<&mut Self>, future: F) {
         match self.project() {
             Projection::Single { mut slot } => {
@@ -55,6 +58,7 @@ impl<F: Future> Pipeline<F> {
     }
 
     /// The next result in frame order; `Ready(None)` when empty.
+    #[inline]
     pub(crate) fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
         match self.project() {
             Projection::Single { mut slot } => {
