@@ -26,6 +26,7 @@ pin_project! {
 }
 
 impl<F> HandlerTimeoutFuture<F> {
+    #[inline]
     pub(super) fn new(future: F, timeout: Duration, close: bool) -> Self {
         HandlerTimeoutFuture {
             future,
@@ -50,6 +51,7 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(result) = this.future.poll(cx) {

@@ -67,10 +67,12 @@ where
     type Error = BoxError;
     type Future = HandlerTimeoutFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
         HandlerTimeoutFuture::new(self.inner.call(request), self.timeout, self.close)
     }
