@@ -149,6 +149,7 @@ fn framed_without_buffers(
 }
 
 /// The write buffer, taken first if it was given back.
+#[inline]
 fn write_buffer(framed: &mut Framed<TcpStream, DelimiterCodec>) -> &mut BytesMut {
     let buffer = framed.write_buffer_mut();
     if buffer.capacity() == 0 {
