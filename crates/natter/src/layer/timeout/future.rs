@@ -13,12 +13,12 @@ pin_project! {
     pub struct HandlerTimeoutFuture<F> {
         #[pin]
         future: F,
-        // When the handler must be done (`None`: too far to represent).
-        deadline: Option<Instant>,
-        // Made only when the handler first returns `Pending`: most
-        // handlers answer at once, and a timer costs more than they do.
-        // Boxed, so that the future the driver moves around per frame stays
-        // small.
+        // Made, and the clock read, only when the handler first returns
+        // `Pending`: most handlers answer at once, and reading the clock
+        // alone costs more than they do. So the time counts from the first
+        // poll, which the connection driver makes as it hands the frame
+        // over. Boxed, so that the future the driver moves around per frame
+        // stays small.
         sleep: Option<Pin<Box<Sleep>>>,
         timeout: Duration,
         close: bool,
@@ -30,13 +30,6 @@ impl<F> HandlerTimeoutFuture<F> {
     pub(super) fn new(future: F, timeout: Duration, close: bool) -> Self {
         HandlerTimeoutFuture {
             future,
-            // `Duration::MAX` is "never" (the driver's handler timeout when
-            // it is turned off): no deadline, and no clock read per frame.
-            deadline: if timeout == Duration::MAX {
-                None
-            } else {
-                Instant::now().checked_add(timeout)
-            },
             sleep: None,
             timeout,
             close,
@@ -58,7 +51,9 @@ where
             return Poll::Ready(result.map_err(Into::into));
         }
         if this.sleep.is_none() {
-            let Some(deadline) = *this.deadline else {
+            // `Duration::MAX` (the driver's handler timeout when it is
+            // turned off) is too far to represent: never.
+            let Some(deadline) = Instant::now().checked_add(*this.timeout) else {
                 return Poll::Pending;
             };
             *this.sleep = Some(Box::pin(sleep_until(deadline)));

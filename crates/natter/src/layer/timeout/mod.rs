@@ -23,6 +23,11 @@ use crate::BoxError;
 /// [`Error::HandlerTimeout`](crate::Error::HandlerTimeout). The handler's
 /// future is dropped at that moment.
 ///
+/// The time counts from the response future's first poll (tower's
+/// `Timeout` counts from `call`): a handler that answers at once never
+/// reads the clock. The connection driver polls a frame's future as soon
+/// as it has called the service, so there the two are the same moment.
+///
 /// ```
 /// use std::time::Duration;
 /// use natter::layer::HandlerTimeoutLayer;
