@@ -113,6 +113,54 @@ pub fn announce(addr: std::net::SocketAddr) {
     let _ = stdout.flush();
 }
 
+/// The whole `main` of a baseline server: parse `--listen`, bind, announce
+/// the address, then run `echo` on every accepted connection (with
+/// `TCP_NODELAY`) in a task of its own, printing its error if it fails.
+/// Exits 2 on a bad argument and 1 if the address cannot be bound.
+pub async fn serve_baseline<F, Fut, E>(name: &str, echo: F) -> std::process::ExitCode
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    use std::process::ExitCode;
+    raise_fd_limit();
+    let listen = match listen_arg() {
+        Ok(listen) => listen,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("{name}: cannot listen on {listen}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(addr) = listener.local_addr() else {
+        return ExitCode::FAILURE;
+    };
+    announce(addr);
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let name = name.to_owned();
+                let connection = echo(stream);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        eprintln!("{name}: {error}");
+                    }
+                });
+            }
+            // Out of file descriptors and the like: let connections close.
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    }
+}
+
 /// The `--listen ADDR` argument of the baseline servers (default
 /// `127.0.0.1:0`); the only argument they take.
 pub fn listen_arg() -> Result<String, String> {

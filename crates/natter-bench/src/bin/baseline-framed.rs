@@ -14,10 +14,9 @@
 //! to 64 KiB.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
 
 /// natter's echo example accepts frames up to this long; `LinesCodec`
@@ -26,39 +25,7 @@ const MAX_LINE: usize = 64 * 1024 + 1;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    natter_bench::raise_fd_limit();
-    let listen = match natter_bench::listen_arg() {
-        Ok(listen) => listen,
-        Err(error) => {
-            eprintln!("baseline-framed: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let listener = match TcpListener::bind(&listen).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("baseline-framed: cannot listen on {listen}: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let Ok(addr) = listener.local_addr() else {
-        return ExitCode::FAILURE;
-    };
-    natter_bench::announce(addr);
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(async move {
-                    if let Err(error) = echo(stream).await {
-                        eprintln!("baseline-framed: {error}");
-                    }
-                });
-            }
-            // Out of file descriptors and the like: let connections close.
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
+    natter_bench::serve_baseline("baseline-framed", echo).await
 }
 
 async fn echo(stream: TcpStream) -> Result<(), LinesCodecError> {

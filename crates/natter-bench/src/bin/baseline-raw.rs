@@ -13,11 +13,10 @@
 
 use std::io;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const MAX_FRAME: usize = 64 * 1024;
 /// Same first read buffer as `Framed`.
@@ -25,38 +24,7 @@ const READ_BUFFER: usize = 8 * 1024;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    natter_bench::raise_fd_limit();
-    let listen = match natter_bench::listen_arg() {
-        Ok(listen) => listen,
-        Err(error) => {
-            eprintln!("baseline-raw: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let listener = match TcpListener::bind(&listen).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("baseline-raw: cannot listen on {listen}: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let Ok(addr) = listener.local_addr() else {
-        return ExitCode::FAILURE;
-    };
-    natter_bench::announce(addr);
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(async move {
-                    if let Err(error) = echo(stream).await {
-                        eprintln!("baseline-raw: {error}");
-                    }
-                });
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
+    natter_bench::serve_baseline("baseline-raw", echo).await
 }
 
 async fn echo(mut stream: TcpStream) -> io::Result<()> {
