@@ -118,7 +118,7 @@ impl<T, U: Serialize> Encoder<U> for JsonCodec<T> {
             return Err(Error::json(source, &[]));
         }
         if let Some(delimiter) = self.framing.delimiter().byte() {
-            if let Some(offset) = memchr::memchr(delimiter, &dst[start..]) {
+            if let Some(offset) = super::find(delimiter, &dst[start..]) {
                 dst.truncate(start);
                 return Err(Error::DelimiterInFrame { delimiter, offset });
             }

@@ -220,6 +220,33 @@ impl DelimiterCodec {
     }
 }
 
+/// How far the inlined search looks before handing over to
+/// `memchr::memchr`.
+const SHORT_SEARCH: usize = 256;
+
+/// The first `delimiter` in `haystack`.
+///
+/// `memchr::memchr` picks its AVX2 routine at run time, through a function
+/// pointer and several calls that cannot be inlined; for a short frame that
+/// dispatch costs more than the search. So the first bytes are searched with
+/// SSE2, which every x86-64 processor has and which therefore inlines here,
+/// and only a longer haystack goes on to `memchr::memchr`.
+#[inline]
+pub(crate) fn find(delimiter: u8, haystack: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(finder) = memchr::arch::x86_64::sse2::memchr::One::new(delimiter) {
+        let head = haystack.len().min(SHORT_SEARCH);
+        if let Some(at) = finder.find(&haystack[..head]) {
+            return Some(at);
+        }
+        if head == haystack.len() {
+            return None;
+        }
+        return memchr::memchr(delimiter, &haystack[head..]).map(|at| head + at);
+    }
+    memchr::memchr(delimiter, haystack)
+}
+
 impl Default for DelimiterCodec {
     /// Line mode with the default 64 KiB limit.
     fn default() -> Self {
@@ -254,7 +281,7 @@ impl Decoder for DelimiterCodec {
             1
         };
         let search_end = buf.len().min(self.max_frame_length.saturating_add(slack));
-        let found = memchr::memchr(delimiter, &buf[self.next_index..search_end])
+        let found = find(delimiter, &buf[self.next_index..search_end])
             .map(|offset| self.next_index + offset);
         match found {
             Some(at) if self.within_limit(&buf[..at]) => {
@@ -299,7 +326,7 @@ impl<T: AsRef<[u8]>> Encoder<T> for DelimiterCodec {
         let data = item.as_ref();
         match self.delimiter.byte() {
             Some(delimiter) => {
-                if let Some(offset) = memchr::memchr(delimiter, data) {
+                if let Some(offset) = find(delimiter, data) {
                     return Err(Error::DelimiterInFrame { delimiter, offset });
                 }
                 // The frame's bytes, then the delimiter: nothing else, even
