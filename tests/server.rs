@@ -571,6 +571,77 @@ async fn a_panicking_handler_closes_only_its_own_connection() {
     .await
 }
 
+/// Echoes, but panics outside its future: frame "call" panics in `call`
+/// itself, and after frame "ready" the next `poll_ready` panics. Frame
+/// "slow" is answered after a while, so later frames overtake it when
+/// several are in flight.
+#[derive(Clone, Default)]
+struct Fragile {
+    poisoned: bool,
+}
+
+impl tower::Service<Frame> for Fragile {
+    type Response = Frame;
+    type Error = BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<Frame, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        if self.poisoned {
+            panic!("ready boom");
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, frame: Frame) -> Self::Future {
+        if frame == "call" {
+            panic!("call boom");
+        }
+        self.poisoned = frame == "ready";
+        let slow = frame == "slow";
+        Box::pin(async move {
+            if slow {
+                sleep(Duration::from_millis(30)).await;
+            }
+            Ok(frame)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_panics_outside_its_future_closes_its_connection_in_frame_order() {
+    within("the test", async {
+        // (frames in flight, what the peer sends, what it gets, the panic)
+        let cases = [
+            (1, "a\ncall\nb\n", "a\n", "call boom"),
+            (4, "slow\ncall\nb\n", "slow\n", "call boom"),
+            (1, "a\nready\nb\n", "a\nready\n", "ready boom"),
+            (4, "slow\nready\nb\n", "slow\nready\n", "ready boom"),
+        ];
+        for (in_flight, request, reply, panic) in cases {
+            let server = Server::builder().max_in_flight(in_flight);
+            let server = start(bind(server).await, |_: &Conn| Fragile::default());
+            let mut events = server.handle.events();
+            let mut client = connect(server.addr).await;
+            client.write_all(request.as_bytes()).await.unwrap();
+            let (got, _how) = read_until_closed(&mut client).await;
+            assert_eq!(got, reply, "{in_flight} in flight, {request:?}");
+            let error = next_error(&mut events, addr_of(&client)).await;
+            assert!(
+                matches!(&error, Error::Panic(message) if message == panic),
+                "{in_flight} in flight, {request:?}: {error:?}"
+            );
+            closed_event(&mut events, addr_of(&client)).await;
+            // The server itself serves on.
+            let mut other = connect(server.addr).await;
+            exchange(&mut other, "x\n", "x\n").await;
+        }
+    })
+    .await
+}
+
 // ---------------------------------------------------------------------------
 // Events
 // ---------------------------------------------------------------------------

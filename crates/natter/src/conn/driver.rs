@@ -34,10 +34,11 @@ use tokio_util::codec::{Encoder, Framed};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::{Layer, Service};
 
-use super::pipeline::Pipeline;
+use super::pipeline::{HandlerFuture, Pipeline};
 use super::{Conn, ConnConfig, Outbound};
 use crate::event::{EventKind, EventSender};
-use crate::layer::{CatchPanic, HandlerTimeoutLayer};
+use crate::layer::panic::panic_error;
+use crate::layer::{HandlerTimeout, HandlerTimeoutLayer};
 use crate::{BoxError, DelimiterCodec, Error, Frame, IntoReply};
 
 /// The server-wide (or client-wide) signals a connection obeys.
@@ -268,11 +269,9 @@ where
             // The connection's own handler timeout closes the connection;
             // without one, a deadline too far to represent never arms a
             // timer.
-            service: CatchPanic::new(
-                HandlerTimeoutLayer::new(config.handler_timeout.unwrap_or(Duration::MAX))
-                    .close_connection(true)
-                    .layer(service),
-            ),
+            service: HandlerTimeoutLayer::new(config.handler_timeout.unwrap_or(Duration::MAX))
+                .close_connection(true)
+                .layer(service),
             pipeline: Pipeline::new(config.max_in_flight),
             pending: None,
             read_capacity: BUFFER_SIZE,
@@ -320,7 +319,7 @@ async fn close_politely(stream: &mut TcpStream, linger: Duration) {
 }
 
 pin_project! {
-    struct Driver<S, F: Future> {
+    struct Driver<S, F: HandlerFuture> {
         framed: Framed<TcpStream, DelimiterCodec>,
         encoder: DelimiterCodec,
         service: S,
@@ -357,7 +356,47 @@ pin_project! {
     }
 }
 
-impl<S> Driver<CatchPanic<S>, <CatchPanic<S> as Service<Frame>>::Future>
+/// What became of a frame offered to the service.
+enum Offer<F> {
+    /// Taken: the future that handles it.
+    Taken(F),
+    /// The service is not ready; the frame is handed back.
+    Busy(Frame),
+    /// `poll_ready` failed (or panicked): the service takes no more frames.
+    Closed(BoxError),
+    /// `call` panicked: the frame's result is this error.
+    Panicked(BoxError),
+}
+
+/// `poll_ready`, then `call` if ready, under one `catch_unwind`: a panic in
+/// a user's service closes its own connection instead of the task (the
+/// panic is reported as [`Error::Panic`]). The pipeline catches panics of
+/// the future itself.
+#[inline]
+fn offer<S>(service: &mut S, frame: Frame, cx: &mut Context<'_>) -> Offer<S::Future>
+where
+    S: Service<Frame>,
+    S::Error: Into<BoxError>,
+{
+    let mut called = false;
+    let offered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        match service.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                called = true;
+                Offer::Taken(service.call(frame))
+            }
+            Poll::Ready(Err(error)) => Offer::Closed(error.into()),
+            Poll::Pending => Offer::Busy(frame),
+        }
+    }));
+    match offered {
+        Ok(offer) => offer,
+        Err(payload) if called => Offer::Panicked(panic_error(payload)),
+        Err(payload) => Offer::Closed(panic_error(payload)),
+    }
+}
+
+impl<S> Driver<HandlerTimeout<S>, <HandlerTimeout<S> as Service<Frame>>::Future>
 where
     S: Service<Frame>,
     S::Response: IntoReply,
@@ -495,20 +534,23 @@ where
                             }
                         },
                     };
-                    match this.service.poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {
-                            let future = this.service.call(frame);
+                    match offer(this.service, frame, cx) {
+                        Offer::Taken(future) => {
                             this.pipeline.as_mut().push(future);
                             progress = true;
                         }
-                        Poll::Ready(Err(error)) => {
+                        Offer::Panicked(error) => {
+                            this.pipeline.as_mut().push_failed(error);
+                            progress = true;
+                        }
+                        Offer::Closed(error) => {
                             // A service that fails readiness cannot take
                             // frames any more.
                             *this.reading = Reading::Done;
                             report(this.events, this.last_error, Error::from_service(error));
                             break;
                         }
-                        Poll::Pending => {
+                        Offer::Busy(frame) => {
                             *this.pending = Some(frame);
                             break;
                         }

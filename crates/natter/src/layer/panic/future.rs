@@ -26,13 +26,13 @@ pin_project! {
 }
 
 impl<F> CatchPanicFuture<F> {
-    pub(super) fn future(future: F) -> Self {
+    pub(crate) fn future(future: F) -> Self {
         CatchPanicFuture {
             state: State::Running { future },
         }
     }
 
-    pub(super) fn panicked(error: BoxError) -> Self {
+    pub(crate) fn panicked(error: BoxError) -> Self {
         CatchPanicFuture {
             state: State::Panicked { error: Some(error) },
         }

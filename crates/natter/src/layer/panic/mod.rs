@@ -85,7 +85,7 @@ where
 }
 
 /// The panic message, when the payload is the usual `&str` or `String`.
-fn panic_error(payload: Box<dyn Any + Send>) -> BoxError {
+pub(crate) fn panic_error(payload: Box<dyn Any + Send>) -> BoxError {
     let message = if let Some(text) = payload.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = payload.downcast_ref::<String>() {
