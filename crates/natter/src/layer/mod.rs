@@ -16,8 +16,9 @@
 //!   graceful shutdown. These watch the socket between frames, when no
 //!   service is being called, so a request middleware cannot see them.
 //!
-//! Every connection's stack is wrapped in [`CatchPanic`] by natter itself:
-//! a panic anywhere in a user's service closes only that connection.
+//! natter's connection driver catches panics in every connection's stack
+//! (as [`CatchPanic`] does): a panic anywhere in a user's service closes
+//! only that connection.
 
 pub mod panic;
 pub mod timeout;

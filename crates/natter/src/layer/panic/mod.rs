@@ -1,9 +1,13 @@
 //! Panic isolation: a service that panics becomes an
 //! [`Error::Panic`] instead of taking its task down.
 //!
-//! The connection driver wraps every connection's service in [`CatchPanic`],
-//! so a panicking handler closes its own connection (after flushing the
-//! replies already produced) and nothing else.
+//! natter's connection driver catches panics itself, for every connection:
+//! a panicking handler closes its own connection (after flushing the
+//! replies already produced) and nothing else. It does the same as this
+//! layer with fewer `catch_unwind`s per frame, so a natter server needs no
+//! `CatchPanicLayer`. Use the layer where no natter driver runs the
+//! service: a [`ClientService`](crate::ClientService) stack, or any
+//! other tower stack.
 
 mod future;
 mod layer;
