@@ -950,6 +950,49 @@ async fn handler_timeout_layer_reports_a_typed_timeout_and_keeps_the_connection_
     .await
 }
 
+/// The server's own handler timeout counts each frame from that frame's
+/// start: frames that each take most of it pass one after the other, even
+/// though together they take longer; a frame that takes too long closes the
+/// connection after the replies due. One frame in flight and several.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_handler_timeout_counts_each_frame_from_its_own_start() {
+    within("the test", async {
+        let limit = Duration::from_millis(300);
+        for in_flight in [1, 4] {
+            let builder = Server::builder()
+                .handler_timeout(Some(limit))
+                .max_in_flight(in_flight);
+            let server = start(bind(builder).await, |_: &Conn| {
+                service_fn(|frame: Frame| async move {
+                    let took = match &frame[..] {
+                        b"most" => Duration::from_millis(200),
+                        b"too long" => Duration::from_secs(5),
+                        _ => Duration::ZERO,
+                    };
+                    sleep(took).await;
+                    Ok::<_, Infallible>(frame)
+                })
+            });
+            let mut events = server.handle.events();
+            let mut client = connect(server.addr).await;
+            let began = Instant::now();
+            exchange(&mut client, "most\nmost\nmost\n", "most\nmost\nmost\n").await;
+            if in_flight == 1 {
+                assert!(began.elapsed() >= 3 * Duration::from_millis(200));
+            }
+            client.write_all(b"a\ntoo long\nb\n").await.unwrap();
+            let (got, _how) = read_until_closed(&mut client).await;
+            assert_eq!(got, "a\n", "{in_flight} in flight");
+            let error = next_error(&mut events, addr_of(&client)).await;
+            assert!(
+                matches!(error, Error::HandlerTimeout { timeout, close: true } if timeout == limit),
+                "{in_flight} in flight: {error:?}"
+            );
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_timeout_layer_closes_the_connection_when_told_to() {
     within("the test", async {

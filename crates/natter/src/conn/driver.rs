@@ -32,13 +32,12 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::codec::{Encoder, Framed};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use tower::{Layer, Service};
+use tower::Service;
 
 use super::pipeline::{HandlerFuture, Pipeline};
 use super::{Conn, ConnConfig, Outbound};
 use crate::event::{EventKind, EventSender};
 use crate::layer::panic::panic_error;
-use crate::layer::{HandlerTimeout, HandlerTimeoutLayer};
 use crate::{BoxError, DelimiterCodec, Error, Frame, IntoReply};
 
 /// The server-wide (or client-wide) signals a connection obeys.
@@ -266,13 +265,9 @@ where
         let mut driver = pin!(Driver {
             framed: framed_without_buffers(stream, config.codec.clone()),
             encoder: config.codec.clone(),
-            // The connection's own handler timeout closes the connection;
-            // without one, a deadline too far to represent never arms a
-            // timer.
-            service: HandlerTimeoutLayer::new(config.handler_timeout.unwrap_or(Duration::MAX))
-                .close_connection(true)
-                .layer(service),
-            pipeline: Pipeline::new(config.max_in_flight),
+            service,
+            // The connection's own handler timeout closes the connection.
+            pipeline: Pipeline::new(config.max_in_flight, config.handler_timeout),
             pending: None,
             read_capacity: BUFFER_SIZE,
             failed: false,
@@ -396,7 +391,7 @@ where
     }
 }
 
-impl<S> Driver<HandlerTimeout<S>, <HandlerTimeout<S> as Service<Frame>>::Future>
+impl<S> Driver<S, S::Future>
 where
     S: Service<Frame>,
     S::Response: IntoReply,

@@ -7,6 +7,7 @@
 //! next frame is handled). The timer bounds one call; the connection's idle
 //! time is the [idle timeout](crate::ServerBuilder::idle_timeout)'s job.
 
+pub(crate) mod deadline;
 mod future;
 mod layer;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use tower::Service;
 
+use self::deadline::Deadline;
 pub use self::future::HandlerTimeoutFuture;
 pub use self::layer::HandlerTimeoutLayer;
 use crate::BoxError;
@@ -79,6 +81,9 @@ where
 
     #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
-        HandlerTimeoutFuture::new(self.inner.call(request), self.timeout, self.close)
+        HandlerTimeoutFuture::new(
+            self.inner.call(request),
+            Deadline::new(Some(self.timeout), self.close),
+        )
     }
 }

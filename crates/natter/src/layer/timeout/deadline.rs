@@ -1,0 +1,79 @@
+//! The timer behind a handler timeout, shared by [`HandlerTimeoutFuture`]
+//! and the connection driver.
+//!
+//! [`HandlerTimeoutFuture`]: super::HandlerTimeoutFuture
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep, sleep_until};
+
+use crate::{BoxError, Error};
+
+/// How long a handler may take, counted from the moment it first returns
+/// `Pending`.
+///
+/// Most handlers answer at once, and reading the clock alone costs more than
+/// they do, so nothing is armed, and no clock read, until a handler turns
+/// out to wait. The timer is made then, boxed so that the futures moved
+/// around per frame stay small, and kept for the next handler after
+/// [`disarm`](Self::disarm).
+#[derive(Debug)]
+pub(crate) struct Deadline {
+    /// `None`: no limit.
+    timeout: Option<Duration>,
+    /// Whether the timeout closes the connection.
+    close: bool,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl Deadline {
+    pub(crate) fn new(timeout: Option<Duration>, close: bool) -> Self {
+        Deadline {
+            timeout,
+            close,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// Called when the handler returned `Pending`: starts the clock if it
+    /// is not running, and returns [`Error::HandlerTimeout`] once it has
+    /// run out.
+    #[inline]
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<BoxError> {
+        let Some(timeout) = self.timeout else {
+            return Poll::Pending;
+        };
+        if !self.armed {
+            // A timeout too long to represent (`Duration::MAX`) never ends.
+            let Some(deadline) = Instant::now().checked_add(timeout) else {
+                return Poll::Pending;
+            };
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        let Some(sleep) = &mut self.sleep else {
+            return Poll::Pending;
+        };
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Box::new(Error::HandlerTimeout {
+                timeout,
+                close: self.close,
+            })),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The handler finished: the next one starts its own clock.
+    #[inline]
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
