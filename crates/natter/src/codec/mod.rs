@@ -322,6 +322,7 @@ impl Decoder for DelimiterCodec {
 impl<T: AsRef<[u8]>> Encoder<T> for DelimiterCodec {
     type Error = Error;
 
+    #[inline]
     fn encode(&mut self, item: T, dst: &mut BytesMut) -> Result<(), Error> {
         let data = item.as_ref();
         match self.delimiter.byte() {
