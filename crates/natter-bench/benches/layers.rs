@@ -1,8 +1,12 @@
 //! The cost of natter's layers: one frame through a bare echo service,
-//! through each layer alone, and through the full default stack
-//! (`CatchPanic` + `HandlerTimeoutLayer` + a tower layer), the way the
+//! through each layer alone, and stacked with a tower layer, the way the
 //! connection driver calls a service: `poll_ready`, `call`, one poll of
 //! the response future (the echo is ready at once).
+//!
+//! A natter server's own protections (panics caught, the handler timeout)
+//! are not layers: the driver applies them around the user's service
+//! without a wrapper future. What they cost is measured end to end by the
+//! suite (`layered` against `natter`); BENCHMARKS.md has both.
 //!
 //! ```text
 //! cargo bench -p natter-bench --bench layers -- --warm-up-time 1 --measurement-time 3
