@@ -2,7 +2,9 @@
 //!
 //! One `poll` runs a whole batch: it handles every frame the socket has
 //! ready (up to the in-flight limit), encodes every finished reply into the
-//! write buffer, and only then flushes, once. Reading pauses while the
+//! write buffer, and only then flushes, once; only replies that reach 16
+//! KiB (large frames) are written before the batch ends. Reading pauses
+//! while the
 //! write buffer is above its high-water mark, so a peer that does not read
 //! cannot make the server buffer without bound; the write timeout then
 //! closes it.
@@ -81,6 +83,12 @@ const BUFFER_SIZE: usize = 8 * 1024;
 /// The largest read buffer a connection takes up front, whatever its last
 /// one grew to: the default frame limit and then some.
 const MAX_READ_BUFFER: usize = 128 * 1024;
+
+/// Replies that fill this many bytes are written at once, mid-batch: a
+/// write this big already amortises its system call, and waiting for the
+/// rest of the batch would only delay the peer. Smaller replies wait for
+/// the end of the batch, so that a batch of small frames costs one write.
+const FLUSH_AT: usize = 16 * 1024;
 
 /// How many spare buffers a thread keeps.
 const SPARE_BUFFERS: usize = 32;
@@ -410,6 +418,7 @@ where
             }
         }
         let high_water = this.config.write_buffer;
+        let flush_at = FLUSH_AT.min(high_water);
         let peer = this.conn.peer_addr();
         let report = |events: &EventSender, last: &mut Option<Error>, error: Error| {
             events.send(peer, EventKind::Error(error.clone()));
@@ -552,7 +561,10 @@ where
                     }
                 }
 
-                if !progress {
+                // Enough for a full-sized write: send it now rather than
+                // after the whole batch, so the peer gets its first replies
+                // while we read on (large frames).
+                if !progress || this.framed.write_buffer().len() >= flush_at {
                     break;
                 }
             }
@@ -568,7 +580,7 @@ where
                 }
             }
 
-            // One flush for the whole batch.
+            // One flush for the whole batch (or for its first 16 KiB).
             let before = this.framed.write_buffer().len();
             if before > 0 {
                 match Sink::<Frame>::poll_flush(Pin::new(&mut *this.framed), cx) {
@@ -588,8 +600,9 @@ where
                     }
                 }
                 let after = this.framed.write_buffer().len();
-                if before >= high_water && after < high_water && !finishing {
-                    // Room again: read and handle more before sleeping.
+                if before >= flush_at && after < before && after < high_water && !finishing {
+                    // Flushed early, or room again: read and handle more
+                    // before sleeping.
                     continue;
                 }
             }
