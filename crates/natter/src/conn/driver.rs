@@ -4,10 +4,9 @@
 //! ready (up to the in-flight limit), encodes every finished reply into the
 //! write buffer, and only then flushes, once; only replies that reach 16
 //! KiB (large frames) are written before the batch ends. Reading pauses
-//! while the
-//! write buffer is above its high-water mark, so a peer that does not read
-//! cannot make the server buffer without bound; the write timeout then
-//! closes it.
+//! while the write buffer is above its high-water mark, so a peer that does
+//! not read cannot make the server buffer without bound; the write timeout
+//! then closes it.
 //!
 //! How a connection ends:
 //! * it stops *reading* when the peer half-closes, on a fatal error, on
