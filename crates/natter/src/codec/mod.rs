@@ -221,8 +221,9 @@ impl DelimiterCodec {
 }
 
 /// How far the inlined search looks before handing over to
-/// `memchr::memchr`.
-const SHORT_SEARCH: usize = 256;
+/// `memchr::memchr`: past a 64 B frame and its delimiter. (256 decoded and
+/// encoded 1 KiB frames about 3 % slower, 64 B frames the same.)
+const SHORT_SEARCH: usize = 128;
 
 /// The first `delimiter` in `haystack`.
 ///
