@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::future::{Ready, join_all, ready};
+use futures::{FutureExt, StreamExt};
 use natter::client::Backoff;
 use natter::{
     BoxError, Client, Conn, Error, EventKind, Events, Frame, IntoReply, Server, ServerHandle,
@@ -534,6 +534,56 @@ async fn a_timed_out_request_s_late_answer_is_never_given_to_the_next_request() 
         );
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_server_that_reads_but_never_answers_fills_max_pending_and_then_readiness_waits() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let client = Client::builder()
+            .max_pending(3)
+            .connect_service(addr)
+            .await
+            .unwrap();
+        // Callers give up after 50 ms, but their requests keep their places
+        // until answered.
+        let mut service = ServiceBuilder::new().timeout(ms(50)).service(client);
+        let mut server = accept(&listener).await;
+        for request in ["a", "b", "c"] {
+            let call = service.ready().await.unwrap().call(request.into());
+            assert_eq!(read_line(&mut server).await, format!("{request}\n"));
+            assert!(call.await.is_err(), "no answer, so it times out");
+        }
+        // Three unanswered: no fourth request until an answer comes.
+        assert!(service.ready().now_or_never().is_none());
+
+        server.write_all(b"answer to a\n").await.unwrap();
+        let call = service.ready().await.unwrap().call("d".into());
+        assert_eq!(read_line(&mut server).await, "d\n");
+        server.write_all(b"to b\nto c\nto d\n").await.unwrap();
+        assert_eq!(call.await.unwrap(), "to d");
+        // Everything answered: all three places are free again.
+        for request in ["e", "f", "g"] {
+            let call = service.ready().await.unwrap().call(request.into());
+            assert_eq!(read_line(&mut server).await, format!("{request}\n"));
+            server
+                .write_all(format!("to {request}\n").as_bytes())
+                .await
+                .unwrap();
+            assert_eq!(call.await.unwrap(), format!("to {request}"));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn max_pending_zero_is_refused() {
+    let error = Client::builder()
+        .max_pending(0)
+        .connect_service(refusing_addr())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidConfig(_)), "{error}");
 }
 
 #[tokio::test]

@@ -225,3 +225,9 @@ impl PartialEq<&str> for Frame {
         self.0 == other.as_bytes()
     }
 }
+
+impl PartialEq<String> for Frame {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == other.as_bytes()
+    }
+}

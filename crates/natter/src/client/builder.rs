@@ -15,6 +15,10 @@ use crate::{Error, FrameService};
 /// How long connecting may take by default.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many requests a [`ClientService`] may have sent and not had
+/// answered, by default.
+pub(crate) const DEFAULT_MAX_PENDING: usize = 1024;
+
 /// Configures a [`Client`] or [`ClientService`], then connects.
 ///
 /// ```no_run
@@ -44,6 +48,7 @@ pub struct ClientBuilder<L> {
     local_addr: Option<SocketAddr>,
     event_capacity: usize,
     reconnect: Option<Backoff>,
+    max_pending: usize,
     layer: L,
 }
 
@@ -55,6 +60,7 @@ impl ClientBuilder<Identity> {
             local_addr: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             reconnect: None,
+            max_pending: DEFAULT_MAX_PENDING,
             layer: Identity::new(),
         }
     }
@@ -92,6 +98,17 @@ impl<L> ClientBuilder<L> {
         self
     }
 
+    /// How many requests a [`ClientService`] may have sent and not had
+    /// answered (default 1024). At the limit `poll_ready` waits until an
+    /// answer comes or the connection closes: a server that reads requests
+    /// but never answers cannot make the client queue without bound. A
+    /// request whose caller gave up (a timeout layer dropped its future)
+    /// keeps its place until its late answer comes, so it counts too.
+    pub fn max_pending(mut self, requests: usize) -> Self {
+        self.max_pending = requests;
+        self
+    }
+
     /// Adds a tower layer around the handler of frames from the server
     /// (see [`connect_with`](Self::connect_with)).
     pub fn layer<T>(self, layer: T) -> ClientBuilder<Stack<T, L>> {
@@ -101,6 +118,7 @@ impl<L> ClientBuilder<L> {
             local_addr: self.local_addr,
             event_capacity: self.event_capacity,
             reconnect: self.reconnect,
+            max_pending: self.max_pending,
             layer: Stack::new(layer, self.layer),
         }
     }
@@ -143,10 +161,14 @@ impl<L> ClientBuilder<L> {
 
     /// Connects in request/response mode: see [`ClientService`].
     pub async fn connect_service<A: fmt::Display>(self, addr: A) -> Result<ClientService, Error> {
+        if self.max_pending == 0 {
+            return Err(Error::InvalidConfig("max_pending must be at least 1"));
+        }
         let dialer = self.dialer(&addr)?;
         let stream = dialer.dial().await?;
         let events = EventSender::new(self.event_capacity);
-        Ok(ClientService::start(stream, dialer, self.reconnect, self.conn, events).await)
+        let limits = (self.conn, self.max_pending);
+        Ok(ClientService::start(stream, dialer, self.reconnect, limits, events).await)
     }
 
     fn dialer(&self, addr: &impl fmt::Display) -> Result<Dialer, Error> {
@@ -166,6 +188,7 @@ impl<L> fmt::Debug for ClientBuilder<L> {
             .field("connect_timeout", &self.connect_timeout)
             .field("local_addr", &self.local_addr)
             .field("reconnect", &self.reconnect)
+            .field("max_pending", &self.max_pending)
             .finish_non_exhaustive()
     }
 }

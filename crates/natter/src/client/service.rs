@@ -10,6 +10,10 @@
 //! keeps its place in the queue: the late answer is read and discarded, and
 //! the next answer goes to the next request. An answer is never given to
 //! the wrong request (the trap of tokio-tower #28).
+//!
+//! Each waiting request holds a permit of its link's `pending` semaphore
+//! until its answer comes or the link closes, so `poll_ready` waits once
+//! `max_pending` requests are unanswered.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -23,10 +27,10 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::{Ready, ready};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_stream::wrappers::WatchStream;
 use tokio_util::codec::Encoder;
-use tokio_util::sync::{CancellationToken, PollSender};
+use tokio_util::sync::{CancellationToken, PollSemaphore, PollSender};
 use tracing::Instrument;
 
 use super::backoff::Backoff;
@@ -35,7 +39,9 @@ use crate::conn::{ConnConfig, Connection, Signals};
 use crate::event::{EventKind, EventSender, Events};
 use crate::{BoxError, DelimiterCodec, Error, Frame};
 
-type Waiter = oneshot::Sender<Frame>;
+/// A request sent and not answered yet: where its answer goes, and its
+/// place under the `max_pending` limit.
+type Waiter = (oneshot::Sender<Frame>, OwnedSemaphorePermit);
 
 /// One connection, as the requests on it see it.
 struct Link {
@@ -44,6 +50,8 @@ struct Link {
     /// Requests written (or queued to be) and not yet answered, in wire
     /// order.
     waiters: Mutex<VecDeque<Waiter>>,
+    /// One permit per request that may still be sent (`max_pending`).
+    pending: Arc<Semaphore>,
 }
 
 impl Link {
@@ -70,7 +78,10 @@ enum LinkState {
 /// timeouts, retries, buffering or concurrency limits. When the connection
 /// closes, every waiting request fails with [`Error::Closed`]; with
 /// [`reconnect`](super::ClientBuilder::reconnect) new requests wait for the
-/// redial, and no request is ever sent twice.
+/// redial, and no request is ever sent twice. At most
+/// [`max_pending`](super::ClientBuilder::max_pending) requests (1024 by
+/// default) wait for their answers at once; `poll_ready` waits beyond
+/// that.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -91,6 +102,10 @@ pub struct ClientService {
     current: LinkState,
     /// A sender of the current link, holding the slot `poll_ready` reserved.
     sender: Option<PollSender<Bytes>>,
+    /// The current link's `pending` semaphore, and the permit `poll_ready`
+    /// took from it for the next request.
+    permits: Option<PollSemaphore>,
+    permit: Option<OwnedSemaphorePermit>,
     /// Whether `sender` holds a reserved slot. `PollSender::send_item`
     /// panics without one, so `call` checks this first.
     reserved: bool,
@@ -109,7 +124,7 @@ impl ClientService {
         stream: TcpStream,
         dialer: Dialer,
         backoff: Option<Backoff>,
-        config: ConnConfig,
+        (config, max_pending): (ConnConfig, usize),
         events: EventSender,
     ) -> ClientService {
         let (states, _) = watch::channel(LinkState::Connecting);
@@ -123,6 +138,7 @@ impl ClientService {
             dialer,
             backoff,
             config,
+            max_pending,
             events: control.events.clone(),
             states: control.states.clone(),
             closing: control.closing.clone(),
@@ -142,6 +158,8 @@ impl ClientService {
             updates: WatchStream::from_changes(receiver),
             current: LinkState::Closed,
             sender: None,
+            permits: None,
+            permit: None,
             reserved: false,
             control,
         };
@@ -151,9 +169,13 @@ impl ClientService {
 
     fn apply(&mut self, state: LinkState) {
         self.reserved = false;
-        self.sender = match &state {
-            LinkState::Up(link) => Some(PollSender::new(link.sender.clone())),
-            _ => None,
+        self.permit = None;
+        (self.sender, self.permits) = match &state {
+            LinkState::Up(link) => (
+                Some(PollSender::new(link.sender.clone())),
+                Some(PollSemaphore::new(link.pending.clone())),
+            ),
+            _ => (None, None),
         };
         self.current = state;
     }
@@ -201,11 +223,23 @@ impl tower::Service<Frame> for ClientService {
             while let Poll::Ready(update) = self.updates.poll_next_unpin(cx) {
                 self.apply(update.unwrap_or(LinkState::Closed));
             }
-            let sender = match &self.current {
-                LinkState::Closed => return Poll::Ready(Err(Error::Closed)),
-                LinkState::Connecting => return Poll::Pending,
-                LinkState::Up(_) => self.sender.as_mut().expect("an up link has a sender"),
+            let (Some(sender), Some(permits)) = (self.sender.as_mut(), self.permits.as_mut())
+            else {
+                return match self.current {
+                    LinkState::Closed => Poll::Ready(Err(Error::Closed)),
+                    _ => Poll::Pending,
+                };
             };
+            // A place under `max_pending` first, then a slot in the send
+            // queue.
+            if self.permit.is_none() {
+                match permits.poll_acquire(cx) {
+                    Poll::Ready(Some(permit)) => self.permit = Some(permit),
+                    // The semaphore is never closed.
+                    Poll::Ready(None) => return Poll::Ready(Err(Error::Closed)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
             match sender.poll_reserve(cx) {
                 Poll::Ready(Ok(())) => {
                     self.reserved = true;
@@ -225,9 +259,10 @@ impl tower::Service<Frame> for ClientService {
     fn call(&mut self, request: Frame) -> ResponseFuture {
         // Without a slot reserved by `poll_ready` (a clone, say, which does
         // not carry readiness), the request fails unsent.
-        if !std::mem::take(&mut self.reserved) {
+        let permit = self.permit.take();
+        let (true, Some(permit)) = (std::mem::take(&mut self.reserved), permit) else {
             return ResponseFuture::failed(Error::NotReady);
-        }
+        };
         let (LinkState::Up(link), Some(sender)) = (&self.current, self.sender.as_mut()) else {
             return ResponseFuture::failed(Error::Closed);
         };
@@ -242,7 +277,7 @@ impl tower::Service<Frame> for ClientService {
         if sender.send_item(bytes.freeze()).is_err() {
             return ResponseFuture::failed(Error::Closed);
         }
-        waiters.push_back(waiter);
+        waiters.push_back((waiter, permit));
         ResponseFuture::waiting(answer)
     }
 }
@@ -313,13 +348,13 @@ impl tower::Service<Frame> for Responder {
     }
 
     fn call(&mut self, frame: Frame) -> Self::Future {
-        let Some(waiter) = self.link.waiters().pop_front() else {
+        let Some((waiter, _place)) = self.link.waiters().pop_front() else {
             return ready(Err(
                 "the server sent a frame no request was waiting for; dropped".into(),
             ));
         };
         // A caller that gave up dropped its receiver: the answer was its,
-        // and is discarded.
+        // and is discarded. Either way its place is free again.
         let _ = waiter.send(frame);
         ready(Ok(()))
     }
@@ -330,6 +365,7 @@ struct Supervisor {
     dialer: Dialer,
     backoff: Option<Backoff>,
     config: ConnConfig,
+    max_pending: usize,
     events: EventSender,
     states: Arc<watch::Sender<LinkState>>,
     closing: CancellationToken,
@@ -368,6 +404,7 @@ impl Supervisor {
             sender: conn.sender(),
             codec: conn.codec().clone(),
             waiters: Mutex::default(),
+            pending: Arc::new(Semaphore::new(self.max_pending.min(Semaphore::MAX_PERMITS))),
         });
         self.states.send_replace(LinkState::Up(link.clone()));
         if let Some(up) = up {
