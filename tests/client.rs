@@ -7,6 +7,8 @@
 //! something it can await instead (the sleeps below are a handler's or a
 //! server's simulated work).
 
+mod support;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +24,9 @@ use natter::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
+
+use support::{refusing_addr, unresponsive_listener};
 use tokio::sync::{mpsc, oneshot};
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -76,37 +80,6 @@ where
     let (addr, handle) = (server.local_addr(), server.handle());
     tokio::spawn(server.serve(make_service));
     (addr, handle)
-}
-
-/// A port on which nothing listens: connecting to it is refused.
-fn refusing_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-/// A listener that never completes a handshake: its accept queue is full
-/// and nobody accepts, so Linux drops every further SYN and a connect
-/// hangs. Returned with the connections that fill the queue, which must
-/// stay open.
-///
-/// The backlog is 0 (room for one connection): `std`'s listener asks for
-/// the system maximum (`somaxconn`, thousands), too many to fill. This
-/// needs neither root nor a firewall rule, stays on loopback, and is
-/// checked rather than assumed: a connect must be seen to hang.
-async fn unresponsive_listener() -> (TcpListener, Vec<TcpStream>, SocketAddr) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..8 {
-        match tokio::time::timeout(ms(200), TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => fillers.push(stream),
-            Ok(Err(error)) => panic!("filling the backlog of {addr}: {error}"),
-            Err(_) => return (listener, fillers, addr),
-        }
-    }
-    panic!("connecting to {addr} never hung: cannot simulate an unresponsive server here");
 }
 
 /// Waits for the next event of the given kind and returns it.

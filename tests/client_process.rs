@@ -4,6 +4,8 @@
 //! Both examples run as separate processes, built from this checkout into
 //! the same target directory as this test.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -11,7 +13,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use support::{refusing_addr, unresponsive_listener};
 use tokio::process::{Child, Command};
 
 // ---------------------------------------------------------------------------
@@ -135,32 +138,6 @@ async fn run_client(flags: &[&str], input: &[u8]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A port nothing listens on.
-fn refusing_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// A listener whose full accept queue makes every new connect hang; see
-/// `unresponsive_listener` in tests/client.rs.
-async fn unresponsive_listener() -> (TcpListener, Vec<TcpStream>, SocketAddr) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..8 {
-        match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => fillers.push(stream),
-            Ok(Err(error)) => panic!("filling the backlog of {addr}: {error}"),
-            Err(_) => return (listener, fillers, addr),
-        }
-    }
-    panic!("connecting to {addr} never hung: cannot simulate an unresponsive server here");
 }
 
 // ---------------------------------------------------------------------------

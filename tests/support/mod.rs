@@ -19,7 +19,7 @@ use natter::{
     BoxError, Conn, Error, Event, EventKind, Events, Frame, IntoReply, Server, ServerHandle,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tower::util::ServiceFn;
 use tower::{Layer, Service, service_fn};
@@ -261,4 +261,35 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         }
     })
     .await
+}
+
+/// A port on which nothing listens: connecting to it is refused.
+pub fn refusing_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A listener that never completes a handshake: its accept queue is full
+/// and nobody accepts, so Linux drops every further SYN and a connect
+/// hangs. Returned with the connections that fill the queue, which must
+/// stay open.
+///
+/// The backlog is 0 (room for one connection): `std`'s listener asks for
+/// the system maximum (`somaxconn`, thousands), too many to fill. This
+/// needs neither root nor a firewall rule, stays on loopback, and is
+/// checked rather than assumed: a connect must be seen to hang.
+pub async fn unresponsive_listener() -> (TcpListener, Vec<TcpStream>, SocketAddr) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => fillers.push(stream),
+            Ok(Err(error)) => panic!("filling the backlog of {addr}: {error}"),
+            Err(_) => return (listener, fillers, addr),
+        }
+    }
+    panic!("connecting to {addr} never hung: cannot simulate an unresponsive server here");
 }
