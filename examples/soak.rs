@@ -127,11 +127,11 @@ async fn main() -> ExitCode {
         .write_timeout(WRITE_TIMEOUT)
         .max_in_flight(4)
         .max_connections(4_000)
-        .layer(HandlerTimeoutLayer::new(Duration::from_secs(2)).close_connection(true))
+        .layer(HandlerTimeoutLayer::new(Duration::from_secs(2)))
         .bind("127.0.0.1:0")
         .await
         .expect("bind a loopback port");
-    let addr = server.local_addr();
+    let addr = server.local_addr().socket_addr().expect("a TCP server");
     let handle = server.handle();
     let big = Frame::from(vec![b'b'; BIG_REPLY]);
     let serving = tokio::spawn(server.serve(move |_: &Conn| {

@@ -757,7 +757,7 @@ async fn cut_returns_promptly_even_while_a_handler_sleeps_forever() {
 async fn serve_with_shutdown_drains_when_its_signal_fires() {
     within("the test", async {
         let server = bind(Server::builder()).await;
-        let addr = server.local_addr();
+        let addr = server.local_addr().socket_addr().expect("a TCP server");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(server.serve_with_shutdown(echo, async {
             let _ = stopped.await;

@@ -56,7 +56,7 @@ where
     <L::Service as Service<Frame>>::Future: Send + 'static,
 {
     let handle = server.handle();
-    let addr = server.local_addr();
+    let addr = server.local_addr().socket_addr().expect("a TCP server");
     let served = tokio::spawn(server.serve(make_service));
     Running {
         handle,

@@ -106,7 +106,7 @@ pub fn raise_fd_limit() -> u64 {
 
 /// Prints the line every server of the suite starts with (the echo
 /// example's contract: `listening on IP:PORT`) and flushes it at once.
-pub fn announce(addr: std::net::SocketAddr) {
+pub fn announce(addr: impl std::fmt::Display) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "listening on {addr}");

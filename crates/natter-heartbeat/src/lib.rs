@@ -42,6 +42,12 @@ pub use event::EventStream;
 pub use master::{Master, MasterConfig};
 pub use node::{Node, NodeConfig};
 
+/// The socket address of a TCP address: every heartbeat endpoint is TCP.
+pub(crate) fn tcp_addr(addr: &natter::Addr) -> std::net::SocketAddr {
+    addr.socket_addr()
+        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
 /// Why a `heartbeat` program stopped with an error (exit status 1).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

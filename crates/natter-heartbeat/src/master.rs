@@ -135,7 +135,7 @@ impl Master {
             .drain_timeout(DRAIN_TIMEOUT)
             .bind(config.listen)
             .await?;
-        let local_addr = server.local_addr();
+        let local_addr = crate::tcp_addr(&server.local_addr());
         let handle = server.handle();
         let (sender, receiver) = mpsc::unbounded_channel();
         let _ = sender.send(MasterEvent::Listening { addr: local_addr });
@@ -280,7 +280,7 @@ impl Membership {
         token: Option<&str>,
         frame: &Frame,
     ) -> Result<Option<Frame>, natter::Error> {
-        let peer = conn.peer_addr();
+        let peer = crate::tcp_addr(&conn.peer_addr());
         let request = frame
             .json::<RegistrationRequest>()
             .inspect_err(|_| conn.close())?;

@@ -138,7 +138,7 @@ impl Node {
             .drain_timeout(DRAIN_TIMEOUT)
             .bind(config.listen)
             .await?;
-        let local_addr = server.local_addr();
+        let local_addr = crate::tcp_addr(&server.local_addr());
         let handle = server.handle();
         let (sender, receiver) = mpsc::unbounded_channel();
         let _ = sender.send(NodeEvent::Listening { addr: local_addr });

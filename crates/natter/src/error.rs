@@ -5,26 +5,32 @@
 //! [`Event`](crate::Event)), so the error itself carries only what is not
 //! already known there. Errors are `Clone`: one closed connection can fail
 //! every request waiting on it with the same error.
+//!
+//! Errors of any tower layer arrive boxed; [`Error::from_service`] keeps a
+//! natter error as itself and wraps anything else in [`Error::Handler`],
+//! where [`Error::downcast_ref`], [`Error::is_timeout`] and
+//! [`Error::is_overloaded`] still find it.
 
-use std::fmt::Write as _;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::codec::CodecError;
+use crate::codec::error::{escaped_prefix, quote_prefix};
+use crate::transport::Addr;
+
 /// A boxed error, as tower middleware returns them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// How many bytes of a bad frame an error quotes.
-const PREFIX_LEN: usize = 64;
 
 /// Everything that can go wrong in natter.
 ///
 /// ```
 /// let err = natter::Error::FrameTooLong { limit: 16 };
 /// assert_eq!(err.to_string(), "frame longer than the limit of 16 bytes");
-/// assert!(err.closes_connection());
 /// ```
+///
+/// Whether an error closes its connection does not depend on the variant
+/// but on where it happened: see [the policy](crate::ServerBuilder::on_error).
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -37,13 +43,21 @@ pub enum Error {
         limit: usize,
     },
 
-    /// A frame to be sent contains the delimiter byte, so the peer would
-    /// read it as two frames. Nothing was written.
-    #[error("frame to send contains the delimiter byte {delimiter:#04x} at offset {offset}")]
+    /// A frame to be sent is longer than the codec's limit. Nothing was
+    /// written.
+    #[error("frame to send is {len} bytes, longer than the limit of {limit}")]
+    FrameTooLongToSend {
+        /// The frame's length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// A frame to be sent contains the delimiter, so the peer would read it
+    /// as two frames. Nothing was written.
+    #[error("frame to send contains the delimiter at offset {offset}")]
     DelimiterInFrame {
-        /// The delimiter byte.
-        delimiter: u8,
-        /// Where the first one is in the frame.
+        /// Where the first delimiter starts in the frame.
         offset: usize,
     },
 
@@ -58,19 +72,22 @@ pub enum Error {
         source: Arc<serde_json::Error>,
     },
 
-    /// The socket failed.
+    /// A codec other than natter's own could not decode the bytes
+    /// received. The connection closes.
+    #[error("could not decode a frame: {0}")]
+    Decode(Arc<dyn std::error::Error + Send + Sync + 'static>),
+
+    /// The socket (or the stream under the connection) failed.
     #[error("I/O error: {0}")]
     Io(Arc<io::Error>),
 
-    /// A handler did not finish within the time the
-    /// [`HandlerTimeoutLayer`](crate::layer::HandlerTimeoutLayer) allows.
+    /// A handler did not finish within the connection's
+    /// [`handler_timeout`](crate::ServerBuilder::handler_timeout) or a
+    /// [`HandlerTimeoutLayer`](crate::layer::HandlerTimeoutLayer)'s time.
     #[error("handler did not finish within {timeout:?}")]
     HandlerTimeout {
         /// The time allowed.
         timeout: Duration,
-        /// Whether the layer was configured to close the connection after
-        /// a timeout.
-        close: bool,
     },
 
     /// The peer completed no frame within the idle timeout.
@@ -81,12 +98,12 @@ pub enum Error {
     #[error("peer did not read within the write timeout of {0:?}")]
     WriteTimeout(Duration),
 
-    /// The handler returned an error. The connection stays open.
+    /// The handler, or a tower layer around it, returned an error that is
+    /// not a natter error (find it with [`downcast_ref`](Error::downcast_ref)).
     #[error("handler failed: {0}")]
     Handler(Arc<dyn std::error::Error + Send + Sync + 'static>),
 
-    /// The handler panicked. Its connection is closed; nothing else is
-    /// affected.
+    /// The handler panicked. Nothing outside its connection is affected.
     #[error("handler panicked: {0}")]
     Panic(String),
 
@@ -130,8 +147,8 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(&'static str),
 
-    /// An encoder passed to [`Conn::send_with`](crate::Conn::send_with)
-    /// failed.
+    /// A codec other than natter's own, or an encoder passed to
+    /// [`Conn::send_with`](crate::Conn::send_with), could not encode a frame.
     #[error("could not encode a frame: {0}")]
     Encode(Arc<dyn std::error::Error + Send + Sync + 'static>),
 
@@ -149,25 +166,12 @@ pub enum Error {
     /// No connection from this peer address (for
     /// [`ServerHandle::close`](crate::ServerHandle::close)).
     #[error("no connection from {0}")]
-    UnknownPeer(SocketAddr),
+    UnknownPeer(Addr),
 }
 
 impl Error {
-    /// Whether this error ends the connection it happened on.
-    ///
-    /// Handler errors keep the connection open (the next frame is handled
-    /// as usual); a handler timeout does when its layer says so; everything
-    /// the socket or the peer did wrong closes it.
-    pub fn closes_connection(&self) -> bool {
-        match self {
-            Error::Handler(_) | Error::Json { .. } => false,
-            Error::HandlerTimeout { close, .. } => *close,
-            _ => true,
-        }
-    }
-
     /// Whether this error is a timeout of any kind, including tower's
-    /// [`Elapsed`](tower::timeout::error::Elapsed) returned by a handler.
+    /// [`Elapsed`](tower::timeout::error::Elapsed) returned by a layer.
     pub fn is_timeout(&self) -> bool {
         match self {
             Error::HandlerTimeout { .. }
@@ -180,31 +184,79 @@ impl Error {
         }
     }
 
+    /// Whether a tower layer refused the request because the service was
+    /// overloaded ([`Overloaded`](tower::load_shed::error::Overloaded), from
+    /// `LoadShed`).
+    pub fn is_overloaded(&self) -> bool {
+        self.downcast_ref::<tower::load_shed::error::Overloaded>()
+            .is_some()
+    }
+
+    /// The error a handler, layer or codec returned, if it is a `T`: how an
+    /// [`on_error`](crate::ServerBuilder::on_error) hook tells the errors of
+    /// its own types and layers apart.
+    ///
+    /// ```
+    /// use natter::{BoxError, Error};
+    ///
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("no such key: {0}")]
+    /// struct NoSuchKey(String);
+    ///
+    /// let boxed: BoxError = Box::new(NoSuchKey("a".into()));
+    /// let error = Error::from_service(boxed);
+    /// assert_eq!(error.downcast_ref::<NoSuchKey>().unwrap().0, "a");
+    /// ```
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        match self {
+            Error::Handler(source) | Error::Decode(source) | Error::Encode(source) => {
+                source.downcast_ref::<T>()
+            }
+            _ => None,
+        }
+    }
+
     /// Turns the boxed error of a service (after any tower layers) into a
     /// natter error: a natter error inside the box comes out as itself,
     /// anything else as [`Error::Handler`].
     pub fn from_service(error: BoxError) -> Error {
         match error.downcast::<Error>() {
             Ok(error) => *error,
-            Err(other) => Error::Handler(Arc::from(other)),
+            Err(other) => match other.downcast::<CodecError>() {
+                Ok(error) => Error::from(*error),
+                Err(other) => Error::Handler(Arc::from(other)),
+            },
+        }
+    }
+
+    /// A codec's decode error: natter's own as the matching variant,
+    /// anything else as [`Error::Decode`].
+    pub(crate) fn from_decode(error: BoxError) -> Error {
+        Error::from_codec(error, Error::Decode)
+    }
+
+    /// A codec's encode error: natter's own as the matching variant,
+    /// anything else as [`Error::Encode`].
+    pub(crate) fn from_encode(error: BoxError) -> Error {
+        Error::from_codec(error, Error::Encode)
+    }
+
+    fn from_codec(
+        error: BoxError,
+        other: fn(Arc<dyn std::error::Error + Send + Sync>) -> Error,
+    ) -> Error {
+        match error.downcast::<CodecError>() {
+            Ok(error) => Error::from(*error),
+            Err(error) => match error.downcast::<Error>() {
+                Ok(error) => *error,
+                Err(error) => other(Arc::from(error)),
+            },
         }
     }
 
     pub(crate) fn json(source: serde_json::Error, frame: &[u8]) -> Error {
-        let mut prefix = String::new();
-        for chunk in frame[..frame.len().min(PREFIX_LEN)].utf8_chunks() {
-            for c in chunk.valid().chars() {
-                let _ = write!(prefix, "{}", c.escape_debug());
-            }
-            for byte in chunk.invalid() {
-                let _ = write!(prefix, "\\x{byte:02x}");
-            }
-        }
-        if frame.len() > PREFIX_LEN {
-            prefix.push_str("...");
-        }
         Error::Json {
-            prefix,
+            prefix: escaped_prefix(frame),
             source: Arc::new(source),
         }
     }
@@ -224,11 +276,17 @@ impl Error {
     }
 }
 
-fn quote_prefix(prefix: &str) -> String {
-    if prefix.is_empty() {
-        String::new()
-    } else {
-        format!(" (frame starts with \"{prefix}\")")
+impl From<CodecError> for Error {
+    fn from(error: CodecError) -> Self {
+        match error {
+            CodecError::FrameTooLong { limit } => Error::FrameTooLong { limit },
+            CodecError::FrameTooLongToSend { len, limit } => {
+                Error::FrameTooLongToSend { len, limit }
+            }
+            CodecError::DelimiterInFrame { offset } => Error::DelimiterInFrame { offset },
+            CodecError::Json { prefix, source } => Error::Json { prefix, source },
+            CodecError::Io(source) => Error::Io(source),
+        }
     }
 }
 
@@ -271,12 +329,35 @@ mod tests {
         let boxed: BoxError = "boom".into();
         let err = Error::from_service(boxed);
         assert_eq!(err.to_string(), "handler failed: boom");
-        assert!(!err.closes_connection());
     }
 
     #[test]
     fn tower_elapsed_counts_as_a_timeout() {
         let boxed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
         assert!(Error::from_service(boxed).is_timeout());
+    }
+
+    #[test]
+    fn tower_overloaded_is_recognised() {
+        let boxed: BoxError = Box::new(tower::load_shed::error::Overloaded::new());
+        let error = Error::from_service(boxed);
+        assert!(error.is_overloaded());
+        assert!(!error.is_timeout());
+    }
+
+    #[test]
+    fn codec_errors_in_a_box_keep_their_variant() {
+        let boxed: BoxError = Box::new(CodecError::FrameTooLong { limit: 3 });
+        assert!(matches!(
+            Error::from_service(boxed),
+            Error::FrameTooLong { limit: 3 }
+        ));
+        let boxed: BoxError = Box::new(CodecError::DelimiterInFrame { offset: 1 });
+        assert!(matches!(
+            Error::from_encode(boxed),
+            Error::DelimiterInFrame { offset: 1 }
+        ));
+        let boxed: BoxError = "bad length prefix".into();
+        assert!(matches!(Error::from_decode(boxed), Error::Decode(_)));
     }
 }

@@ -10,7 +10,6 @@
 //! reading this stream at all.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -20,6 +19,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::Error;
+use crate::transport::Addr;
 
 /// How many events a reader may fall behind by default before the oldest
 /// are dropped.
@@ -29,7 +29,7 @@ pub(crate) const DEFAULT_EVENT_CAPACITY: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Event {
     /// The remote address of the connection.
-    pub peer: SocketAddr,
+    pub peer: Addr,
     /// What happened.
     pub kind: EventKind,
 }
@@ -40,10 +40,18 @@ pub struct Event {
 pub enum EventKind {
     /// The connection was accepted (server) or established (client).
     Connected,
-    /// Something failed. [`Error::closes_connection`] tells whether the
-    /// connection is going away because of it; a [`Closed`](Self::Closed)
-    /// event follows when it is gone.
-    Error(Error),
+    /// Something failed.
+    Error {
+        /// What failed.
+        error: Error,
+        /// Whether the connection closes because of it (after writing the
+        /// replies before it); a [`Closed`](Self::Closed) event follows when
+        /// it is gone. `false` when an
+        /// [`on_error`](crate::ServerBuilder::on_error) hook answered the
+        /// failed frame, or the error did not concern one connection (a
+        /// failed redial, a refused connection).
+        closing: bool,
+    },
     /// The connection is closed and its task has finished.
     Closed,
     /// A reconnecting [`ClientService`](crate::ClientService) lost its
@@ -61,9 +69,14 @@ impl Event {
     /// The error, if this is an error event.
     pub fn error(&self) -> Option<&Error> {
         match &self.kind {
-            EventKind::Error(error) => Some(error),
+            EventKind::Error { error, .. } => Some(error),
             _ => None,
         }
+    }
+
+    /// Whether this is an error that closes its connection.
+    pub fn is_closing_error(&self) -> bool {
+        matches!(self.kind, EventKind::Error { closing: true, .. })
     }
 }
 
@@ -71,7 +84,11 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             EventKind::Connected => write!(f, "{}: connected", self.peer),
-            EventKind::Error(error) => write!(f, "{}: {error}", self.peer),
+            EventKind::Error {
+                error,
+                closing: true,
+            } => write!(f, "{}: {error}; closing the connection", self.peer),
+            EventKind::Error { error, .. } => write!(f, "{}: {error}", self.peer),
             EventKind::Closed => write!(f, "{}: closed", self.peer),
             EventKind::Reconnecting { attempt, delay } => {
                 write!(
@@ -98,20 +115,26 @@ impl EventSender {
     }
 
     /// Publishes `kind` for `peer`, and logs it. Never waits.
-    pub(crate) fn send(&self, peer: SocketAddr, kind: EventKind) {
+    pub(crate) fn send(&self, peer: &Addr, kind: EventKind) {
         match &kind {
             EventKind::Connected => tracing::debug!(%peer, "connected"),
             EventKind::Closed => tracing::debug!(%peer, "closed"),
             EventKind::Reconnecting { attempt, delay } => {
                 tracing::info!(%peer, attempt, ?delay, "reconnecting")
             }
-            EventKind::Error(error) if error.closes_connection() => {
-                tracing::warn!(%peer, %error, "closing connection")
-            }
-            EventKind::Error(error) => tracing::warn!(%peer, %error, "error"),
+            EventKind::Error {
+                error,
+                closing: true,
+            } => tracing::warn!(%peer, %error, "closing connection"),
+            EventKind::Error { error, .. } => tracing::warn!(%peer, %error, "error"),
         }
         // No reader is not an error: tracing has the event.
-        let _ = self.sender.send(Event { peer, kind });
+        if self.sender.receiver_count() > 0 {
+            let _ = self.sender.send(Event {
+                peer: peer.clone(),
+                kind,
+            });
+        }
     }
 
     pub(crate) fn subscribe(&self) -> Events {
@@ -188,9 +211,9 @@ mod tests {
     async fn a_reader_that_falls_behind_counts_what_it_missed() {
         let sender = EventSender::new(4);
         let mut events = sender.subscribe();
-        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let peer = Addr::from("127.0.0.1:1".parse::<std::net::SocketAddr>().unwrap());
         for _ in 0..10 {
-            sender.send(peer, EventKind::Connected); // never waits
+            sender.send(&peer, EventKind::Connected); // never waits
         }
         drop(sender);
         let mut seen = 0;

@@ -68,15 +68,17 @@ mod frame;
 pub mod layer;
 mod reply;
 mod server;
+pub mod transport;
 
 pub use client::{Client, ClientBuilder, ClientService};
-pub use codec::{Delimiter, DelimiterCodec, JsonCodec};
+pub use codec::{CodecError, Delimiter, DelimiterCodec, JsonCodec};
 pub use conn::{Conn, FrameService};
 pub use error::{BoxError, Error};
 pub use event::{Event, EventKind, Events};
 pub use frame::Frame;
 pub use reply::IntoReply;
 pub use server::{Server, ServerBuilder, ServerHandle};
+pub use transport::Addr;
 
 /// The README's code blocks, compiled and run as doc tests so they cannot
 /// rot.

@@ -4,13 +4,14 @@ use std::time::Duration;
 
 use tower::Layer;
 use tower::layer::util::{Identity, Stack};
-use tracing::Instrument;
 
-use super::dial::Dialer;
+use super::dial::{DialOptions, Target, dial_within};
 use super::{Backoff, Client, ClientService, Discard};
+use crate::codec::FrameCodec;
 use crate::conn::{Conn, ConnConfig, Connection, Signals};
-use crate::event::{DEFAULT_EVENT_CAPACITY, EventSender};
-use crate::{Error, FrameService};
+use crate::event::{DEFAULT_EVENT_CAPACITY, EventKind, EventSender};
+use crate::transport::{Addr, Dial};
+use crate::{DelimiterCodec, Error, FrameService};
 
 /// How long connecting may take by default.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,6 +21,9 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_MAX_PENDING: usize = 1024;
 
 /// Configures a [`Client`] or [`ClientService`], then connects.
+///
+/// Every `connect` method takes a [`Target`]: `"HOST:PORT"`, a
+/// `SocketAddr`, `"unix:PATH"`, or any [`Dial`](crate::transport::Dial).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -42,10 +46,10 @@ pub(crate) const DEFAULT_MAX_PENDING: usize = 1024;
 /// # Ok(()) }
 /// ```
 #[must_use = "a builder does nothing until it connects"]
-pub struct ClientBuilder<L> {
-    conn: ConnConfig,
+pub struct ClientBuilder<L, C = DelimiterCodec> {
+    conn: ConnConfig<C>,
     connect_timeout: Duration,
-    local_addr: Option<SocketAddr>,
+    options: DialOptions,
     event_capacity: usize,
     reconnect: Option<Backoff>,
     max_pending: usize,
@@ -57,7 +61,7 @@ impl ClientBuilder<Identity> {
         ClientBuilder {
             conn: ConnConfig::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            local_addr: None,
+            options: DialOptions::default(),
             event_capacity: DEFAULT_EVENT_CAPACITY,
             reconnect: None,
             max_pending: DEFAULT_MAX_PENDING,
@@ -66,20 +70,44 @@ impl ClientBuilder<Identity> {
     }
 }
 
-impl<L> ClientBuilder<L> {
+impl<L, C> ClientBuilder<L, C> {
     crate::conn::connection_options!();
 
+    /// The framing (default: [`DelimiterCodec::lines`], 64 KiB frames);
+    /// any [`FrameCodec`], as on the server.
+    pub fn codec<D: FrameCodec>(self, codec: D) -> ClientBuilder<L, D> {
+        ClientBuilder {
+            conn: self.conn.with_codec(codec),
+            connect_timeout: self.connect_timeout,
+            options: self.options,
+            event_capacity: self.event_capacity,
+            reconnect: self.reconnect,
+            max_pending: self.max_pending,
+            layer: self.layer,
+        }
+    }
+
     /// Gives up connecting after this long (default 10 s) with
-    /// [`Error::ConnectTimeout`].
+    /// [`Error::ConnectTimeout`]. It bounds the whole dial, a TLS handshake
+    /// included.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// Binds our end to this address before connecting (the original
-    /// client could not choose one).
+    /// For TCP: binds our end to this address before connecting (the
+    /// original client could not choose one).
     pub fn local_addr(mut self, addr: SocketAddr) -> Self {
-        self.local_addr = Some(addr);
+        self.options.local_addr = Some(addr);
+        self
+    }
+
+    /// Speaks TLS to `HOST:PORT` addresses (see
+    /// [`TlsConnector`](crate::tls::TlsConnector) for trust anchors and the
+    /// server name).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, connector: crate::tls::TlsConnector) -> Self {
+        self.options.tls = Some(connector);
         self
     }
 
@@ -89,10 +117,16 @@ impl<L> ClientBuilder<L> {
         self
     }
 
-    /// Makes a [`ClientService`] redial with `backoff` when its connection
-    /// is lost (off by default). Requests waiting when the connection
-    /// dropped fail (they may or may not have been answered, so they are
-    /// never sent again); new requests wait until the connection is back.
+    /// Makes a [`ClientService`] dial again with `backoff` when its
+    /// connection is lost, and when the first dial fails (off by default).
+    ///
+    /// With it, [`connect_service`](Self::connect_service) succeeds even
+    /// when the server is not up yet: it returns a service whose
+    /// `poll_ready` waits until a dial succeeds (each failed attempt is an
+    /// [`Event`](crate::Event)), so a client may start before its server.
+    /// Requests waiting when a connection dropped fail (they may or may not
+    /// have been answered, so they are never sent again); new requests wait
+    /// until the connection is back. Bound that wait with a timeout layer.
     pub fn reconnect(mut self, backoff: Backoff) -> Self {
         self.reconnect = Some(backoff);
         self
@@ -111,11 +145,11 @@ impl<L> ClientBuilder<L> {
 
     /// Adds a tower layer around the handler of frames from the server
     /// (see [`connect_with`](Self::connect_with)).
-    pub fn layer<T>(self, layer: T) -> ClientBuilder<Stack<T, L>> {
+    pub fn layer<T>(self, layer: T) -> ClientBuilder<Stack<T, L>, C> {
         ClientBuilder {
             conn: self.conn,
             connect_timeout: self.connect_timeout,
-            local_addr: self.local_addr,
+            options: self.options,
             event_capacity: self.event_capacity,
             reconnect: self.reconnect,
             max_pending: self.max_pending,
@@ -124,69 +158,90 @@ impl<L> ClientBuilder<L> {
     }
 
     /// Connects; frames the server sends are read and dropped.
-    pub async fn connect<A>(self, addr: A) -> Result<Client, Error>
+    pub async fn connect(self, target: impl Target) -> Result<Client, Error>
     where
-        A: fmt::Display,
+        C: FrameCodec,
         L: Layer<Discard>,
         L::Service: FrameService,
     {
-        self.connect_with(addr, |_: &Conn| Discard).await
+        self.connect_with(target, |_: &Conn| Discard).await
     }
 
     /// Connects, and hands every frame the server sends to the service
     /// `make_service` builds for this connection (wrapped in the builder's
-    /// layers). Its responses are written back, as on a server.
-    pub async fn connect_with<A, M, S>(self, addr: A, make_service: M) -> Result<Client, Error>
+    /// layers). Its responses are written back, and its failures follow
+    /// [`on_error`](Self::on_error), as on a server.
+    pub async fn connect_with<M, S>(
+        self,
+        target: impl Target,
+        make_service: M,
+    ) -> Result<Client, Error>
     where
-        A: fmt::Display,
+        C: FrameCodec,
         M: FnOnce(&Conn) -> S,
         L: Layer<S>,
         L::Service: FrameService,
     {
-        let stream = self.dialer(&addr)?.dial().await?;
+        self.conn.validate()?;
+        let dialer = target.into_dialer(&self.options)?;
+        let dialled = dial_within(&dialer, self.connect_timeout).await?;
         let events = EventSender::new(self.event_capacity);
         let signals = Signals::default();
-        let connection = Connection::new(stream, self.conn, signals.clone(), events.clone());
+        let connection = Connection::new(
+            dialled.io,
+            dialled.peer,
+            dialled.local,
+            self.conn,
+            signals.clone(),
+            events.clone(),
+        );
+        let layer = self.layer;
+        let service = connection.make_service(|conn| layer.layer(make_service(conn)))?;
         let conn = connection.conn().clone();
-        let service = self.layer.layer(make_service(&conn));
-        let span = tracing::info_span!("client", peer = %conn.peer_addr());
-        let task = tokio::spawn(connection.serve(service).run(|| ()).instrument(span));
-        Ok(Client {
-            conn,
-            task: Some(task),
-            events,
-            signals,
-        })
+        let task = tokio::spawn(connection.run(service, || ()));
+        Ok(Client::new(conn, task, events, signals))
     }
 
     /// Connects in request/response mode: see [`ClientService`].
-    pub async fn connect_service<A: fmt::Display>(self, addr: A) -> Result<ClientService, Error> {
+    pub async fn connect_service(self, target: impl Target) -> Result<ClientService, Error>
+    where
+        C: FrameCodec,
+    {
+        self.conn.validate()?;
         if self.max_pending == 0 {
             return Err(Error::InvalidConfig("max_pending must be at least 1"));
         }
-        let dialer = self.dialer(&addr)?;
-        let stream = dialer.dial().await?;
+        let dialer = target.into_dialer(&self.options)?;
         let events = EventSender::new(self.event_capacity);
-        let limits = (self.conn, self.max_pending);
-        Ok(ClientService::start(stream, dialer, self.reconnect, limits, events).await)
-    }
-
-    fn dialer(&self, addr: &impl fmt::Display) -> Result<Dialer, Error> {
-        if self.conn.max_in_flight == 0 || self.conn.write_buffer == 0 {
-            return Err(Error::InvalidConfig(
-                "max_in_flight and write_buffer must be at least 1",
-            ));
-        }
-        Ok(Dialer::new(addr, self.local_addr, self.connect_timeout))
+        let first = match dial_within(&dialer, self.connect_timeout).await {
+            Ok(dialled) => Some(dialled),
+            // With reconnect, a server that is not up yet is dialled again.
+            Err(error) if self.reconnect.is_some() => {
+                let error = EventKind::Error {
+                    error,
+                    closing: false,
+                };
+                events.send(&Addr::from_target(&dialer.target()), error);
+                None
+            }
+            Err(error) => return Err(error),
+        };
+        let settings = super::service::Settings {
+            config: self.conn,
+            connect_timeout: self.connect_timeout,
+            backoff: self.reconnect,
+            max_pending: self.max_pending,
+        };
+        Ok(ClientService::start(dialer, first, settings, events).await)
     }
 }
 
-impl<L> fmt::Debug for ClientBuilder<L> {
+impl<L, C: fmt::Debug> fmt::Debug for ClientBuilder<L, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
             .field("conn", &self.conn)
             .field("connect_timeout", &self.connect_timeout)
-            .field("local_addr", &self.local_addr)
+            .field("options", &self.options)
             .field("reconnect", &self.reconnect)
             .field("max_pending", &self.max_pending)
             .finish_non_exhaustive()

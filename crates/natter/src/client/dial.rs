@@ -1,74 +1,180 @@
-//! Dialling: resolve, optionally bind a local address, connect, all within
-//! the connect timeout.
+//! What a client connects to: an address (`HOST:PORT`, `unix:PATH`) or any
+//! [`Dial`], bounded by the connect timeout.
 
-use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::{TcpSocket, TcpStream, lookup_host};
-
 use crate::Error;
+use crate::transport::tcp::TcpDialer;
+#[cfg(unix)]
+use crate::transport::unix::UnixDialer;
+use crate::transport::{BoundIo, Dial, Dialled};
 
-/// Where and how to connect; kept so the connection can be redialled.
-#[derive(Debug, Clone)]
-pub(crate) struct Dialer {
-    pub(crate) addr: String,
-    pub(crate) local_addr: Option<SocketAddr>,
-    pub(crate) timeout: Duration,
+/// What [`ClientBuilder`](super::ClientBuilder)'s `connect` methods take:
+///
+/// * an address: `"HOST:PORT"` or a `SocketAddr` for TCP (TLS if the
+///   builder has a [`tls`](super::ClientBuilder::tls) connector),
+///   `"unix:PATH"` for a Unix socket;
+/// * any [`Dial`]: an in-memory
+///   [`MemoryDialer`](crate::transport::memory::MemoryDialer), a stream
+///   you already have in [`Once`](crate::transport::memory::Once), or a
+///   transport of your own.
+///
+/// There is nothing to implement: every [`Dial`] is a `Target`.
+pub trait Target {
+    /// What dials it.
+    type Dialer: Dial;
+
+    /// The dialer, with the builder's options for addresses.
+    fn into_dialer(self, options: &DialOptions) -> Result<Self::Dialer, Error>;
 }
 
-impl Dialer {
-    pub(crate) fn new(
-        addr: &impl fmt::Display,
-        local_addr: Option<SocketAddr>,
-        timeout: Duration,
-    ) -> Self {
-        Dialer {
-            addr: addr.to_string(),
-            local_addr,
-            timeout,
-        }
-    }
+/// The builder's options an address is dialled with.
+#[derive(Debug, Clone, Default)]
+pub struct DialOptions {
+    pub(crate) local_addr: Option<SocketAddr>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::TlsConnector>,
+}
 
-    /// Connects to the first address that accepts. Fails with
-    /// [`Error::ConnectTimeout`] or [`Error::Connect`], naming the address.
-    pub(crate) async fn dial(&self) -> Result<TcpStream, Error> {
-        match tokio::time::timeout(self.timeout, self.try_each()).await {
-            Ok(result) => result.map_err(|source| Error::connect(&self.addr, source)),
-            Err(_) => Err(Error::ConnectTimeout {
-                addr: self.addr.clone(),
-                timeout: self.timeout,
-            }),
-        }
-    }
+impl<D: Dial> Target for D {
+    type Dialer = D;
 
-    async fn try_each(&self) -> io::Result<TcpStream> {
-        let mut last = io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the address resolved to nothing",
-        );
-        for addr in lookup_host(&self.addr).await? {
-            match self.connect(addr).await {
-                Ok(stream) => return Ok(stream),
-                Err(error) => last = error,
+    fn into_dialer(self, _: &DialOptions) -> Result<D, Error> {
+        Ok(self)
+    }
+}
+
+impl Target for &str {
+    type Dialer = AddrDialer;
+
+    fn into_dialer(self, options: &DialOptions) -> Result<AddrDialer, Error> {
+        AddrDialer::new(self, options)
+    }
+}
+
+impl Target for String {
+    type Dialer = AddrDialer;
+
+    fn into_dialer(self, options: &DialOptions) -> Result<AddrDialer, Error> {
+        AddrDialer::new(&self, options)
+    }
+}
+
+impl Target for &String {
+    type Dialer = AddrDialer;
+
+    fn into_dialer(self, options: &DialOptions) -> Result<AddrDialer, Error> {
+        AddrDialer::new(self, options)
+    }
+}
+
+impl Target for SocketAddr {
+    type Dialer = AddrDialer;
+
+    fn into_dialer(self, options: &DialOptions) -> Result<AddrDialer, Error> {
+        AddrDialer::new(&self.to_string(), options)
+    }
+}
+
+/// Dials an address given as text, over the transport it names.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AddrDialer {
+    /// `HOST:PORT`.
+    Tcp(TcpDialer),
+    /// `unix:PATH`.
+    #[cfg(unix)]
+    Unix(UnixDialer),
+    /// `HOST:PORT` with TLS.
+    #[cfg(feature = "tls")]
+    Tls(crate::tls::TlsDialer<TcpDialer>),
+}
+
+impl AddrDialer {
+    fn new(addr: &str, options: &DialOptions) -> Result<AddrDialer, Error> {
+        #[cfg(unix)]
+        if let Some(path) = addr.strip_prefix("unix:") {
+            #[cfg(feature = "tls")]
+            if options.tls.is_some() {
+                return Err(Error::InvalidConfig(
+                    "TLS is for TCP addresses; over a Unix socket use tls::TlsDialer",
+                ));
+            }
+            return Ok(AddrDialer::Unix(UnixDialer::new(path)));
+        }
+        let mut tcp = TcpDialer::new(addr);
+        if let Some(local) = options.local_addr {
+            tcp = tcp.local_addr(local);
+        }
+        #[cfg(feature = "tls")]
+        if let Some(connector) = &options.tls {
+            return Ok(AddrDialer::Tls(crate::tls::TlsDialer::new(
+                tcp,
+                connector.clone(),
+                addr,
+            )?));
+        }
+        Ok(AddrDialer::Tcp(tcp))
+    }
+}
+
+impl Dial for AddrDialer {
+    type Io = BoundIo;
+
+    async fn dial(&self) -> Result<Dialled<BoundIo>, Error> {
+        match self {
+            AddrDialer::Tcp(dialer) => {
+                let dialled = dialer.dial().await?;
+                Ok(Dialled {
+                    io: BoundIo::Tcp(dialled.io),
+                    peer: dialled.peer,
+                    local: dialled.local,
+                })
+            }
+            #[cfg(unix)]
+            AddrDialer::Unix(dialer) => {
+                let dialled = dialer.dial().await?;
+                Ok(Dialled {
+                    io: BoundIo::Unix(dialled.io),
+                    peer: dialled.peer,
+                    local: dialled.local,
+                })
+            }
+            #[cfg(feature = "tls")]
+            AddrDialer::Tls(dialer) => {
+                let dialled = dialer.dial().await?;
+                Ok(Dialled {
+                    io: BoundIo::Tls(dialled.io),
+                    peer: dialled.peer,
+                    local: dialled.local,
+                })
             }
         }
-        Err(last)
     }
 
-    async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(local) = self.local_addr {
-            socket.bind(local)?;
+    fn target(&self) -> String {
+        match self {
+            AddrDialer::Tcp(dialer) => dialer.target(),
+            #[cfg(unix)]
+            AddrDialer::Unix(dialer) => dialer.target(),
+            #[cfg(feature = "tls")]
+            AddrDialer::Tls(dialer) => dialer.target(),
         }
-        let stream = socket.connect(addr).await?;
-        // Frames are batched per flush already; never wait for Nagle.
-        stream.set_nodelay(true)?;
-        Ok(stream)
+    }
+}
+
+/// Dials once, within `timeout`. Fails with [`Error::ConnectTimeout`] or
+/// the dialer's error, naming the address.
+pub(crate) async fn dial_within<D: Dial>(
+    dialer: &D,
+    timeout: Duration,
+) -> Result<Dialled<D::Io>, Error> {
+    match tokio::time::timeout(timeout, dialer.dial()).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::ConnectTimeout {
+            addr: dialer.target(),
+            timeout,
+        }),
     }
 }

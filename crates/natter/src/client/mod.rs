@@ -1,5 +1,5 @@
-//! The client: dials a server and runs the connection with the same driver
-//! as the server's connections.
+//! The client: dials a server, over any [transport](crate::transport), and
+//! runs the connection with the same driver as the server's connections.
 //!
 //! Two ways to talk:
 //! * [`Client`]: send frames and typed values whenever you like; frames the
@@ -15,8 +15,6 @@ mod builder;
 mod dial;
 mod service;
 
-use std::net::SocketAddr;
-
 use futures::future::{Ready, ready};
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -24,9 +22,11 @@ use tokio_util::codec::Encoder;
 
 pub use self::backoff::Backoff;
 pub use self::builder::ClientBuilder;
+pub use self::dial::{AddrDialer, DialOptions, Target};
 pub use self::service::{ClientService, ResponseFuture};
 use crate::conn::{Conn, Signals};
 use crate::event::{EventSender, Events};
+use crate::transport::Addr;
 use crate::{BoxError, Error, Frame};
 
 /// A connection to a server: send frames on it, handle what comes back.
@@ -56,18 +56,32 @@ impl Client {
         ClientBuilder::new()
     }
 
+    pub(crate) fn new(
+        conn: Conn,
+        task: JoinHandle<Option<Error>>,
+        events: EventSender,
+        signals: Signals,
+    ) -> Client {
+        Client {
+            conn,
+            task: Some(task),
+            events,
+            signals,
+        }
+    }
+
     /// The connection's context, the same a handler gets.
     pub fn conn(&self) -> &Conn {
         &self.conn
     }
 
     /// The server's address.
-    pub fn peer_addr(&self) -> SocketAddr {
+    pub fn peer_addr(&self) -> Addr {
         self.conn.peer_addr()
     }
 
     /// Our end's address.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub fn local_addr(&self) -> Addr {
         self.conn.local_addr()
     }
 

@@ -14,30 +14,36 @@
 //! Each waiting request holds a permit of its link's `pending` semaphore
 //! until its answer comes or the link closes, so `poll_ready` waits once
 //! `max_pending` requests are unanswered.
+//!
+//! Matching by position relies on the server answering every request with
+//! exactly one frame, in order, or closing the connection: natter's server
+//! does (see [`on_error`](crate::ServerBuilder::on_error)). The moment the
+//! connection stops reading (the server closed, an answer was over the
+//! frame limit, the client was closed), every request still waiting fails
+//! with [`Error::Closed`]: no answer can come for it any more.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::{Ready, ready};
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_stream::wrappers::WatchStream;
-use tokio_util::codec::Encoder;
 use tokio_util::sync::{CancellationToken, PollSemaphore, PollSender};
-use tracing::Instrument;
 
 use super::backoff::Backoff;
-use super::dial::Dialer;
-use crate::conn::{ConnConfig, Connection, Signals};
+use super::dial::dial_within;
+use crate::codec::FrameCodec;
+use crate::conn::{Conn, ConnConfig, Connection, Signals};
 use crate::event::{EventKind, EventSender, Events};
-use crate::{BoxError, DelimiterCodec, Error, Frame};
+use crate::transport::{Addr, Dial, Dialled};
+use crate::{BoxError, Error, Frame};
 
 /// A request sent and not answered yet: where its answer goes, and its
 /// place under the `max_pending` limit.
@@ -46,7 +52,8 @@ type Waiter = (oneshot::Sender<Frame>, OwnedSemaphorePermit);
 /// One connection, as the requests on it see it.
 struct Link {
     sender: mpsc::Sender<Bytes>,
-    codec: DelimiterCodec,
+    /// Encodes requests with the connection's codec.
+    conn: Conn,
     /// Requests written (or queued to be) and not yet answered, in wire
     /// order.
     waiters: Mutex<VecDeque<Waiter>>,
@@ -75,10 +82,16 @@ enum LinkState {
 ///
 /// Cheap to clone; clones share the connection, and requests from any of
 /// them may be in flight at once (pipelined). Wrap it in tower layers for
-/// timeouts, retries, buffering or concurrency limits. When the connection
-/// closes, every waiting request fails with [`Error::Closed`]; with
-/// [`reconnect`](super::ClientBuilder::reconnect) new requests wait for the
-/// redial, and no request is ever sent twice. At most
+/// timeouts, retries, buffering or concurrency limits.
+///
+/// Each response is the next frame the server sends, so the server must
+/// answer every request with exactly one frame, in order, or close the
+/// connection: a natter server does, whatever its handler and layers do
+/// (see [`on_error`](crate::ServerBuilder::on_error)). When the connection
+/// stops reading, every waiting request fails at once with
+/// [`Error::Closed`]; with [`reconnect`](super::ClientBuilder::reconnect)
+/// new requests wait for the redial, and no request is ever sent twice. At
+/// most
 /// [`max_pending`](super::ClientBuilder::max_pending) requests (1024 by
 /// default) wait for their answers at once; `poll_ready` waits beyond
 /// that.
@@ -119,12 +132,23 @@ struct Control {
     closing: CancellationToken,
 }
 
+/// How a [`ClientService`]'s connections are made and run.
+pub(super) struct Settings<C> {
+    pub(super) config: ConnConfig<C>,
+    pub(super) connect_timeout: Duration,
+    pub(super) backoff: Option<Backoff>,
+    pub(super) max_pending: usize,
+}
+
 impl ClientService {
-    pub(super) async fn start(
-        stream: TcpStream,
-        dialer: Dialer,
-        backoff: Option<Backoff>,
-        (config, max_pending): (ConnConfig, usize),
+    /// Starts the supervisor of `dialer`'s connections. With a `first`
+    /// connection, returns once it is published, so the first request never
+    /// waits for it; without one (a failed first dial, with reconnect), at
+    /// once, and requests wait for a redial.
+    pub(super) async fn start<D: Dial, C: FrameCodec>(
+        dialer: D,
+        first: Option<Dialled<D::Io>>,
+        settings: Settings<C>,
         events: EventSender,
     ) -> ClientService {
         let (states, _) = watch::channel(LinkState::Connecting);
@@ -136,18 +160,17 @@ impl ClientService {
         let service = ClientService::subscribe(control.clone());
         let supervisor = Supervisor {
             dialer,
-            backoff,
-            config,
-            max_pending,
+            settings,
             events: control.events.clone(),
             states: control.states.clone(),
             closing: control.closing.clone(),
         };
         let (up, connected) = oneshot::channel();
-        tokio::spawn(supervisor.run(stream, up));
-        // The first link is published before `start` returns, so the first
-        // request never waits for it.
-        let _ = connected.await;
+        let waits = first.is_some();
+        tokio::spawn(supervisor.run(first, up));
+        if waits {
+            let _ = connected.await;
+        }
         service
     }
 
@@ -266,15 +289,15 @@ impl tower::Service<Frame> for ClientService {
         let (LinkState::Up(link), Some(sender)) = (&self.current, self.sender.as_mut()) else {
             return ResponseFuture::failed(Error::Closed);
         };
-        let mut bytes = BytesMut::new();
-        if let Err(error) = link.codec.clone().encode(request, &mut bytes) {
-            return ResponseFuture::failed(error);
-        }
+        let bytes = match link.conn.encode(request) {
+            Ok(bytes) => bytes,
+            Err(error) => return ResponseFuture::failed(error),
+        };
         let (waiter, answer) = oneshot::channel();
         let mut waiters = link.waiters();
         // `send_item` fails if the connection closed since `poll_ready`:
         // the request is not sent at all.
-        if sender.send_item(bytes.freeze()).is_err() {
+        if sender.send_item(bytes).is_err() {
             return ResponseFuture::failed(Error::Closed);
         }
         waiters.push_back((waiter, permit));
@@ -349,8 +372,11 @@ impl tower::Service<Frame> for Responder {
 
     fn call(&mut self, frame: Frame) -> Self::Future {
         let Some((waiter, _place)) = self.link.waiters().pop_front() else {
+            // The server is out of step with our requests: nothing it sends
+            // can be trusted to answer the right one. The error closes the
+            // connection.
             return ready(Err(
-                "the server sent a frame no request was waiting for; dropped".into(),
+                "the server sent a frame no request was waiting for".into(),
             ));
         };
         // A caller that gave up dropped its receiver: the answer was its,
@@ -361,79 +387,92 @@ impl tower::Service<Frame> for Responder {
 }
 
 /// Owns the connection of a [`ClientService`] and its redials.
-struct Supervisor {
-    dialer: Dialer,
-    backoff: Option<Backoff>,
-    config: ConnConfig,
-    max_pending: usize,
+struct Supervisor<D, C> {
+    dialer: D,
+    settings: Settings<C>,
     events: EventSender,
     states: Arc<watch::Sender<LinkState>>,
     closing: CancellationToken,
 }
 
-impl Supervisor {
-    async fn run(self, first: TcpStream, up: oneshot::Sender<()>) {
+impl<D: Dial, C: FrameCodec> Supervisor<D, C> {
+    async fn run(self, first: Option<Dialled<D::Io>>, up: oneshot::Sender<()>) {
         let mut up = Some(up);
-        let mut stream = first;
-        let mut peer = stream.peer_addr().ok();
+        let mut next = first;
+        let mut peer = Addr::from_target(&self.dialer.target());
         loop {
-            self.serve(stream, up.take()).await;
+            let dialled = match next.take() {
+                Some(dialled) => dialled,
+                None => match self.redial(&peer).await {
+                    Some(dialled) => dialled,
+                    None => break,
+                },
+            };
+            peer = dialled.peer.clone();
+            self.serve(dialled, up.take()).await;
             if self.closing.is_cancelled() || self.states.is_closed() {
                 break;
             }
-            let Some(next) = self.redial(peer).await else {
-                break;
-            };
-            stream = next;
-            peer = stream.peer_addr().ok().or(peer);
         }
         self.states.send_replace(LinkState::Closed);
     }
 
-    /// Runs one connection until it ends, then fails the requests still
-    /// waiting on it.
-    async fn serve(&self, stream: TcpStream, up: Option<oneshot::Sender<()>>) {
+    /// Runs one connection until it ends. The requests still waiting on it
+    /// fail as soon as it stops reading.
+    async fn serve(&self, dialled: Dialled<D::Io>, up: Option<oneshot::Sender<()>>) {
         let connection = Connection::new(
-            stream,
-            self.config.clone(),
+            dialled.io,
+            dialled.peer,
+            dialled.local,
+            self.settings.config.clone(),
             Signals::default(),
             self.events.clone(),
         );
         let conn = connection.conn().clone();
+        let permits = self.settings.max_pending.min(Semaphore::MAX_PERMITS);
         let link = Arc::new(Link {
             sender: conn.sender(),
-            codec: conn.codec().clone(),
+            conn: conn.clone(),
             waiters: Mutex::default(),
-            pending: Arc::new(Semaphore::new(self.max_pending.min(Semaphore::MAX_PERMITS))),
+            pending: Arc::new(Semaphore::new(permits)),
         });
         self.states.send_replace(LinkState::Up(link.clone()));
         if let Some(up) = up {
             let _ = up.send(());
         }
         let responder = Responder { link: link.clone() };
-        let span = tracing::info_span!("client", peer = %conn.peer_addr());
-        let mut running = pin!(connection.serve(responder).run(|| ()).instrument(span));
-        tokio::select! {
-            _ = &mut running => {}
-            () = self.states.closed() => {
-                conn.close();
-                running.await;
-            }
-            () = self.closing.cancelled() => {
-                conn.close();
-                running.await;
+        let mut running = pin!(connection.run(responder, || ()));
+        let mut failed_waiters = false;
+        loop {
+            tokio::select! {
+                _ = &mut running => break,
+                () = conn.done_reading(), if !failed_waiters => {
+                    // No answer can come any more: dropping the waiters
+                    // fails their requests with `Error::Closed` now, not
+                    // after the connection's linger.
+                    link.waiters().clear();
+                    failed_waiters = true;
+                }
+                () = self.states.closed() => {
+                    conn.close();
+                    running.await;
+                    break;
+                }
+                () = self.closing.cancelled() => {
+                    conn.close();
+                    running.await;
+                    break;
+                }
             }
         }
-        // Dropping the waiters fails their requests with `Error::Closed`.
         link.waiters().clear();
     }
 
-    /// Redials with backoff until it connects, gives up, or is told to
+    /// Dials again with backoff until it connects, gives up, or is told to
     /// stop. Reports each attempt.
-    async fn redial(&self, peer: Option<SocketAddr>) -> Option<TcpStream> {
-        let backoff = self.backoff.as_ref()?;
+    async fn redial(&self, peer: &Addr) -> Option<Dialled<D::Io>> {
+        let backoff = self.settings.backoff.as_ref()?;
         self.states.send_replace(LinkState::Connecting);
-        let peer = peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -448,9 +487,15 @@ impl Supervisor {
                 () = self.states.closed() => return None,
                 () = self.closing.cancelled() => return None,
             }
-            match self.dialer.dial().await {
-                Ok(stream) => return Some(stream),
-                Err(error) => self.events.send(peer, EventKind::Error(error)),
+            match dial_within(&self.dialer, self.settings.connect_timeout).await {
+                Ok(dialled) => return Some(dialled),
+                Err(error) => self.events.send(
+                    peer,
+                    EventKind::Error {
+                        error,
+                        closing: false,
+                    },
+                ),
             }
         }
     }

@@ -8,15 +8,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::DelimiterCodec;
-use crate::Error;
+use super::{CodecError, DelimiterCodec};
 
 /// A codec that sends any `Serialize` value as compact JSON plus the
 /// delimiter, and decodes each frame into a `T`.
 ///
 /// Framing is a [`DelimiterCodec`] underneath (line mode by default), so
 /// limits and end-of-stream rules are the same. A frame that is not a valid
-/// `T` is an [`Error::Json`] quoting the start of the frame; with `Framed`
+/// `T` is a [`CodecError::Json`] quoting the start of the frame; with `Framed`
 /// that ends the stream like any decode error, so a protocol that must
 /// survive bad frames decodes [`Frame`](crate::Frame)s and calls
 /// [`Frame::json`](crate::Frame::json) itself.
@@ -52,7 +51,7 @@ impl<T> JsonCodec<T> {
 
     /// JSON values framed by `framing`. Its delimiter must not be a byte
     /// compact JSON can contain (a newline, a NUL or any other control byte
-    /// is safe), or encoding fails with [`Error::DelimiterInFrame`].
+    /// is safe), or encoding fails with [`CodecError::DelimiterInFrame`].
     pub fn with_framing(framing: DelimiterCodec) -> Self {
         JsonCodec {
             framing,
@@ -89,41 +88,39 @@ impl<T> fmt::Debug for JsonCodec<T> {
 
 impl<T: DeserializeOwned> Decoder for JsonCodec<T> {
     type Item = T;
-    type Error = Error;
+    type Error = CodecError;
 
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<T>, Error> {
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<T>, CodecError> {
         self.framing
             .decode(buf)?
-            .map(|frame| frame.json())
+            .map(|frame| serde_json::from_slice(&frame).map_err(|source| CodecError::json(source, &frame)))
             .transpose()
     }
 
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<T>, Error> {
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<T>, CodecError> {
         self.framing
             .decode_eof(buf)?
-            .map(|frame| frame.json())
+            .map(|frame| serde_json::from_slice(&frame).map_err(|source| CodecError::json(source, &frame)))
             .transpose()
     }
 }
 
 impl<T, U: Serialize> Encoder<U> for JsonCodec<T> {
-    type Error = Error;
+    type Error = CodecError;
 
-    fn encode(&mut self, item: U, dst: &mut BytesMut) -> Result<(), Error> {
+    fn encode(&mut self, item: U, dst: &mut BytesMut) -> Result<(), CodecError> {
         // Serialize straight into the write buffer, then check the framing
         // rule on what was written; on failure, take it back out.
         let start = dst.len();
         if let Err(source) = serde_json::to_writer(dst.writer(), &item) {
             dst.truncate(start);
-            return Err(Error::json(source, &[]));
+            return Err(CodecError::json(source, &[]));
         }
-        if let Some(delimiter) = self.framing.delimiter().byte() {
-            if let Some(offset) = super::find(delimiter, &dst[start..]) {
-                dst.truncate(start);
-                return Err(Error::DelimiterInFrame { delimiter, offset });
-            }
-            dst.put_u8(delimiter);
+        if let Err(error) = self.framing.check_frame(&dst[start..]) {
+            dst.truncate(start);
+            return Err(error);
         }
+        self.framing.put_delimiter(dst);
         Ok(())
     }
 }

@@ -3,40 +3,60 @@
 //!
 //! The codecs know nothing of sockets or services: they are plain
 //! tokio-util [`Decoder`]/[`Encoder`]s, usable on any
-//! [`Framed`](tokio_util::codec::Framed). The server and client use them the
-//! same way.
+//! [`Framed`](tokio_util::codec::Framed), and they fail with their own
+//! [`CodecError`]. natter's connections run any codec whose frames are
+//! [`Frame`]s (see [`FrameCodec`]); [`Frames`] adapts one whose frames are
+//! other bytes, such as tokio-util's `LengthDelimitedCodec`.
 //!
 //! # What a decode error does to the stream
 //!
-//! A frame longer than the limit yields [`Error::FrameTooLong`] as soon as
-//! the limit is passed. The codec then discards that frame's bytes as they
-//! arrive, up to and including its delimiter, and decodes normally after
-//! it; the discarded frame is reported once, never silently. Note that
-//! `Framed` itself ends the stream after any decode error (it yields the
-//! error, then `None`): natter's connection driver therefore treats an
-//! oversized frame as the end of that connection, after handling every frame
-//! decoded before it.
+//! A frame longer than the limit yields [`CodecError::FrameTooLong`] as
+//! soon as the limit is passed. The codec then discards that frame's bytes
+//! as they arrive, up to and including its delimiter, and decodes normally
+//! after it; the discarded frame is reported once, never silently.
+//!
+//! `Framed` itself ends its stream after any decode error (it yields the
+//! error, then `None`), and does not decode the bytes it already holds until
+//! more arrive. natter's connection driver reads and decodes on its own, so
+//! neither applies there: by default the connection answers every frame
+//! before the long one and closes, and with an
+//! [`on_error`](crate::ServerBuilder::on_error) hook it answers the long
+//! frame in its place and goes on with the next.
 
+pub(crate) mod error;
+mod frames;
 mod json;
 
+pub use error::CodecError;
+pub use frames::{FrameCodec, Frames};
 pub use json::JsonCodec;
 
-use bytes::{Buf, BufMut, BytesMut};
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use memchr::memmem;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::{Error, Frame};
+use crate::Frame;
 
 /// The longest frame accepted by default: 64 KiB.
 pub const DEFAULT_MAX_FRAME_LENGTH: usize = 64 * 1024;
 
 /// Where one frame ends and the next begins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Delimiter {
     /// A frame ends at this byte; the byte is not part of the frame.
     Byte(u8),
     /// A frame ends at `\n`; one `\r` right before it is removed too
-    /// (`a\r\n` is `a`, `a\r\r\n` is `a\r`). A `\r` anywhere else is data.
+    /// (`a\r\n` is `a`, `a\r\r\n` is `a\r`), also for the last frame at
+    /// end of input (`a\r` then end of input is `a`). Any other `\r` is
+    /// data.
     Line,
+    /// A frame ends at this sequence of two or more bytes (`\r\n\r\n`,
+    /// `END\r\n`), which is not part of the frame. Build it with
+    /// [`Delimiter::sequence`].
+    Sequence(Bytes),
     /// No delimiter: everything up to end of input is one frame (the
     /// original chitchat's delimiter 0).
     Eof,
@@ -61,33 +81,56 @@ impl Delimiter {
         }
     }
 
-    /// The byte that ends a frame, or `None` in EOF mode.
-    pub const fn byte(self) -> Option<u8> {
+    /// A delimiter of any length: several bytes are a
+    /// [`Sequence`](Delimiter::Sequence), one byte a
+    /// [`Byte`](Delimiter::Byte) (with no `\r` handling, even for `\n`), and
+    /// none at all [`Eof`](Delimiter::Eof).
+    ///
+    /// ```
+    /// use natter::Delimiter;
+    /// assert!(matches!(Delimiter::sequence("\r\n\r\n"), Delimiter::Sequence(_)));
+    /// assert_eq!(Delimiter::sequence(";"), Delimiter::Byte(b';'));
+    /// assert_eq!(Delimiter::sequence(""), Delimiter::Eof);
+    /// ```
+    pub fn sequence(bytes: impl Into<Bytes>) -> Delimiter {
+        let bytes = bytes.into();
+        match bytes.len() {
+            0 => Delimiter::Eof,
+            1 => Delimiter::Byte(bytes[0]),
+            _ => Delimiter::Sequence(bytes),
+        }
+    }
+
+    /// The bytes that end a frame, or `None` in EOF mode.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
-            Delimiter::Byte(byte) => Some(byte),
-            Delimiter::Line => Some(b'\n'),
+            Delimiter::Byte(byte) => Some(std::slice::from_ref(byte)),
+            Delimiter::Line => Some(b"\n"),
+            Delimiter::Sequence(bytes) => Some(bytes),
             Delimiter::Eof => None,
         }
     }
 }
 
-/// A tokio-util codec for frames that end at a delimiter byte.
+/// A tokio-util codec for frames that end at a delimiter.
 ///
 /// * Decodes into [`Frame`]s, delimiter excluded. Empty frames are frames.
 ///   At end of input, trailing bytes without a delimiter are the last frame.
-/// * Encodes anything that is `AsRef<[u8]>` by appending the delimiter; a
+/// * Encodes anything that is `AsRef<[u8]>` by appending the delimiter. A
 ///   frame that contains the delimiter is refused with
-///   [`Error::DelimiterInFrame`] rather than silently split in two. Exactly
-///   the frame's bytes and the delimiter are written: in line mode a frame
-///   that ends in `\r` reads back without that `\r` (line mode's one
+///   [`CodecError::DelimiterInFrame`] rather than silently split in two, and
+///   one longer than the limit with [`CodecError::FrameTooLongToSend`].
+///   Exactly the frame's bytes and the delimiter are written: in line mode a
+///   frame that ends in `\r` reads back without that `\r` (line mode's one
 ///   ambiguity; use [`byte`](Self::byte)`(b'\n')` to keep every `\r`).
 /// * A frame longer than [`max_frame_length`](Self::max_frame_length)
 ///   (64 KiB by default; the delimiter and a stripped `\r` do not count)
-///   is an [`Error::FrameTooLong`] the moment the limit is passed, and its
-///   bytes are dropped rather than buffered.
+///   is a [`CodecError::FrameTooLong`] the moment the limit is passed, and
+///   its bytes are dropped rather than buffered; decoding goes on after it.
 ///
-/// Delimiters are found with `memchr`, and bytes already searched are never
-/// searched again while a frame arrives in pieces.
+/// Single-byte delimiters are found with `memchr`, sequences with its
+/// `memmem` finder, and bytes already searched are never searched again
+/// while a frame arrives in pieces.
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -104,10 +147,17 @@ impl Delimiter {
 /// let mut out = BytesMut::new();
 /// codec.encode("reply", &mut out).unwrap();
 /// assert_eq!(&out[..], b"reply\n");
+///
+/// // A multi-byte delimiter, as in a protocol whose messages end at a blank line.
+/// let mut blank_line = DelimiterCodec::sequence("\r\n\r\n");
+/// let mut buf = BytesMut::from("GET / HTTP/1.0\r\nHost: x\r\n\r\nnext");
+/// assert_eq!(blank_line.decode(&mut buf).unwrap().unwrap(), "GET / HTTP/1.0\r\nHost: x");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DelimiterCodec {
     delimiter: Delimiter,
+    /// The substring finder, for a [`Delimiter::Sequence`].
+    finder: Option<Arc<memmem::Finder<'static>>>,
     max_frame_length: usize,
     /// Bytes at the front of the buffer already searched for the delimiter.
     next_index: usize,
@@ -115,11 +165,26 @@ pub struct DelimiterCodec {
     discarding: bool,
 }
 
+impl PartialEq for DelimiterCodec {
+    /// Two codecs are equal when they frame alike (whatever they have
+    /// decoded so far).
+    fn eq(&self, other: &Self) -> bool {
+        self.delimiter == other.delimiter && self.max_frame_length == other.max_frame_length
+    }
+}
+
+impl Eq for DelimiterCodec {}
+
 impl DelimiterCodec {
     /// A codec for `delimiter`, with the default 64 KiB frame limit.
-    pub const fn new(delimiter: Delimiter) -> Self {
+    pub fn new(delimiter: Delimiter) -> Self {
+        let finder = match &delimiter {
+            Delimiter::Sequence(bytes) => Some(Arc::new(memmem::Finder::new(bytes).into_owned())),
+            _ => None,
+        };
         DelimiterCodec {
             delimiter,
+            finder,
             max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
             next_index: 0,
             discarding: false,
@@ -127,7 +192,7 @@ impl DelimiterCodec {
     }
 
     /// Line mode: frames end at `\n`, and a `\r` before it is removed.
-    pub const fn lines() -> Self {
+    pub fn lines() -> Self {
         Self::new(Delimiter::Line)
     }
 
@@ -135,33 +200,39 @@ impl DelimiterCodec {
     ///
     /// `DelimiterCodec::byte(b'\n')` is a newline codec *without* `\r`
     /// stripping; use [`lines`](Self::lines) for text protocols.
-    pub const fn byte(byte: u8) -> Self {
+    pub fn byte(byte: u8) -> Self {
         Self::new(Delimiter::Byte(byte))
     }
 
+    /// Frames end at a sequence of bytes (see [`Delimiter::sequence`]).
+    pub fn sequence(bytes: impl Into<Bytes>) -> Self {
+        Self::new(Delimiter::sequence(bytes))
+    }
+
     /// EOF mode: the whole input, up to end of stream, is one frame.
-    pub const fn eof() -> Self {
+    pub fn eof() -> Self {
         Self::new(Delimiter::Eof)
     }
 
     /// Sets the longest frame accepted, in bytes, delimiter and stripped
     /// `\r` excluded. A frame of exactly this length is accepted. In EOF
-    /// mode the limit covers the whole stream.
+    /// mode the limit covers the whole stream. Frames to send are held to
+    /// the same limit.
     ///
     /// Pass `usize::MAX` to lift the limit; a peer can then make the reader
     /// buffer without bound, so do that only for trusted peers.
-    pub const fn max_frame_length(mut self, max_frame_length: usize) -> Self {
+    pub fn max_frame_length(mut self, max_frame_length: usize) -> Self {
         self.max_frame_length = max_frame_length;
         self
     }
 
     /// The delimiter.
-    pub const fn delimiter(&self) -> Delimiter {
-        self.delimiter
+    pub fn delimiter(&self) -> &Delimiter {
+        &self.delimiter
     }
 
     /// The longest frame accepted, in bytes.
-    pub const fn max_length(&self) -> usize {
+    pub fn max_length(&self) -> usize {
         self.max_frame_length
     }
 
@@ -178,12 +249,12 @@ impl DelimiterCodec {
     }
 
     /// Reports an oversized frame and drops what is buffered of it. `searched`
-    /// bytes at the front of `buf` are known to hold no delimiter.
-    fn overflow(&mut self, buf: &mut BytesMut, searched: usize) -> Error {
+    /// bytes at the front of `buf` are known to end no frame.
+    fn overflow(&mut self, buf: &mut BytesMut, searched: usize) -> CodecError {
         buf.advance(searched);
         self.next_index = 0;
         self.discarding = true;
-        Error::FrameTooLong {
+        CodecError::FrameTooLong {
             limit: self.max_frame_length,
         }
     }
@@ -213,9 +284,120 @@ impl DelimiterCodec {
 
     /// The length of `content` once a line mode's trailing `\r` is removed.
     fn strip_cr(&self, content: &[u8]) -> usize {
-        match (self.delimiter, content.last()) {
+        match (&self.delimiter, content.last()) {
             (Delimiter::Line, Some(b'\r')) => content.len() - 1,
             _ => content.len(),
+        }
+    }
+
+    /// Single-byte and line mode.
+    fn decode_byte(&mut self, delimiter: u8, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        if self.discarding && !self.discard(delimiter, buf) {
+            return Ok(None);
+        }
+        // Search no further than the longest frame could reach: the limit,
+        // plus a line mode's `\r`, plus the delimiter itself.
+        let slack = if self.delimiter == Delimiter::Line {
+            2
+        } else {
+            1
+        };
+        let search_end = buf.len().min(self.max_frame_length.saturating_add(slack));
+        let found = find(delimiter, &buf[self.next_index..search_end])
+            .map(|offset| self.next_index + offset);
+        match found {
+            Some(at) if self.within_limit(&buf[..at]) => {
+                self.next_index = 0;
+                Ok(Some(self.take_frame(buf, at)))
+            }
+            Some(at) => Err(self.overflow(buf, at)),
+            None if !self.within_limit(&buf[..search_end]) => Err(self.overflow(buf, search_end)),
+            None => {
+                self.next_index = search_end;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A delimiter of several bytes. A delimiter may straddle two reads, so
+    /// the last `len - 1` bytes searched are searched again with the next.
+    fn decode_sequence(&mut self, finder: &memmem::Finder<'_>, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        let len = finder.needle().len();
+        if self.discarding {
+            match finder.find(buf) {
+                Some(at) => {
+                    buf.advance(at + len);
+                    self.discarding = false;
+                }
+                None => {
+                    // Keep what may be the start of the delimiter.
+                    let drop = buf.len().saturating_sub(len - 1);
+                    buf.advance(drop);
+                    return Ok(None);
+                }
+            }
+        }
+        let reach = self.max_frame_length.saturating_add(len);
+        let search_end = buf.len().min(reach);
+        let start = self.next_index.min(search_end);
+        match finder.find(&buf[start..search_end]) {
+            Some(offset) => {
+                let at = start + offset;
+                self.next_index = 0;
+                let mut frame = buf.split_to(at + len);
+                frame.truncate(at);
+                Ok(Some(Frame::from(frame.freeze())))
+            }
+            // No delimiter ends within the limit: the frame is too long.
+            // Bytes that cannot begin its delimiter go now.
+            None if search_end == reach => Err(self.overflow(buf, search_end - (len - 1))),
+            None => {
+                self.next_index = search_end.saturating_sub(len - 1).max(start);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Checks that `data` can be sent as one frame: within the limit, and
+    /// without the delimiter inside it (or, for a sequence, across its end).
+    pub(crate) fn check_frame(&self, data: &[u8]) -> Result<(), CodecError> {
+        if data.len() > self.max_frame_length {
+            return Err(CodecError::FrameTooLongToSend {
+                len: data.len(),
+                limit: self.max_frame_length,
+            });
+        }
+        let offset = match &self.delimiter {
+            Delimiter::Byte(byte) => find(*byte, data),
+            Delimiter::Line => find(b'\n', data),
+            Delimiter::Sequence(sequence) => {
+                let finder = self.finder.as_deref().expect("a sequence has a finder");
+                finder.find(data).or_else(|| {
+                    // "xa" + delimiter "aa" reads back as "x": the first
+                    // delimiter on the wire must be the one we append.
+                    let tail = data.len().saturating_sub(sequence.len() - 1);
+                    let mut window = data[tail..].to_vec();
+                    window.extend_from_slice(sequence);
+                    let first = finder.find(&window)?;
+                    (tail + first < data.len()).then_some(tail + first)
+                })
+            }
+            Delimiter::Eof => None,
+        };
+        match offset {
+            Some(offset) => Err(CodecError::DelimiterInFrame { offset }),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends the delimiter.
+    #[inline]
+    pub(crate) fn put_delimiter(&self, dst: &mut BytesMut) {
+        match &self.delimiter {
+            Delimiter::Byte(byte) => dst.put_u8(*byte),
+            Delimiter::Line => dst.put_u8(b'\n'),
+            Delimiter::Sequence(sequence) => dst.put_slice(sequence),
+            Delimiter::Eof => {}
         }
     }
 }
@@ -257,48 +439,35 @@ impl Default for DelimiterCodec {
 
 impl Decoder for DelimiterCodec {
     type Item = Frame;
-    type Error = Error;
+    type Error = CodecError;
 
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Error> {
-        let Some(delimiter) = self.delimiter.byte() else {
-            // EOF mode: nothing is a frame until the stream ends, but the
-            // limit is enforced as bytes arrive.
-            if self.discarding {
-                buf.clear();
-            } else if buf.len() > self.max_frame_length {
-                let searched = buf.len();
-                return Err(self.overflow(buf, searched));
+    #[inline]
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        match &self.delimiter {
+            Delimiter::Line => self.decode_byte(b'\n', buf),
+            Delimiter::Byte(byte) => {
+                let byte = *byte;
+                self.decode_byte(byte, buf)
             }
-            return Ok(None);
-        };
-        if self.discarding && !self.discard(delimiter, buf) {
-            return Ok(None);
-        }
-        // Search no further than the longest frame could reach: the limit,
-        // plus a line mode's `\r`, plus the delimiter itself.
-        let slack = if self.delimiter == Delimiter::Line {
-            2
-        } else {
-            1
-        };
-        let search_end = buf.len().min(self.max_frame_length.saturating_add(slack));
-        let found = find(delimiter, &buf[self.next_index..search_end])
-            .map(|offset| self.next_index + offset);
-        match found {
-            Some(at) if self.within_limit(&buf[..at]) => {
-                self.next_index = 0;
-                Ok(Some(self.take_frame(buf, at)))
+            Delimiter::Sequence(_) => {
+                let finder = self.finder.clone().expect("a sequence has a finder");
+                self.decode_sequence(&finder, buf)
             }
-            Some(at) => Err(self.overflow(buf, at)),
-            None if !self.within_limit(&buf[..search_end]) => Err(self.overflow(buf, search_end)),
-            None => {
-                self.next_index = search_end;
+            Delimiter::Eof => {
+                // Nothing is a frame until the stream ends, but the limit is
+                // enforced as bytes arrive.
+                if self.discarding {
+                    buf.clear();
+                } else if buf.len() > self.max_frame_length {
+                    let searched = buf.len();
+                    return Err(self.overflow(buf, searched));
+                }
                 Ok(None)
             }
         }
     }
 
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Error> {
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         if let Some(frame) = self.decode(buf)? {
             return Ok(Some(frame));
         }
@@ -321,25 +490,17 @@ impl Decoder for DelimiterCodec {
 }
 
 impl<T: AsRef<[u8]>> Encoder<T> for DelimiterCodec {
-    type Error = Error;
+    type Error = CodecError;
 
     #[inline]
-    fn encode(&mut self, item: T, dst: &mut BytesMut) -> Result<(), Error> {
+    fn encode(&mut self, item: T, dst: &mut BytesMut) -> Result<(), CodecError> {
         let data = item.as_ref();
-        match self.delimiter.byte() {
-            Some(delimiter) => {
-                if let Some(offset) = find(delimiter, data) {
-                    return Err(Error::DelimiterInFrame { delimiter, offset });
-                }
-                // The frame's bytes, then the delimiter: nothing else, even
-                // for a line ending in `\r` (the wire contract of the echo
-                // example: `a\r\r\n` is answered `a\r\n`).
-                dst.reserve(data.len() + 1);
-                dst.put_slice(data);
-                dst.put_u8(delimiter);
-            }
-            None => dst.extend_from_slice(data),
-        }
+        self.check_frame(data)?;
+        // The frame's bytes, then the delimiter: nothing else, even for a
+        // line ending in `\r` (`a\r\r\n` is answered `a\r\n`).
+        dst.reserve(data.len() + 4);
+        dst.put_slice(data);
+        self.put_delimiter(dst);
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use super::*;
 fn decode_all(mut codec: DelimiterCodec, chunks: &[&[u8]]) -> Vec<Result<String, String>> {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
-    let push = |item: Result<Option<Frame>, Error>, out: &mut Vec<_>| match item {
+    let push = |item: Result<Option<Frame>, CodecError>, out: &mut Vec<_>| match item {
         Ok(Some(frame)) => {
             out.push(Ok(String::from_utf8(frame.to_vec()).unwrap()));
             true
@@ -34,7 +34,7 @@ fn frames(items: &[&str]) -> Vec<Result<String, String>> {
 }
 
 fn too_long(limit: usize) -> Result<String, String> {
-    Err(Error::FrameTooLong { limit }.to_string())
+    Err(CodecError::FrameTooLong { limit }.to_string())
 }
 
 #[test]
@@ -141,7 +141,7 @@ fn the_limit_is_reported_as_soon_as_it_is_passed() {
     buf.extend_from_slice(b"de"); // five bytes and no delimiter yet
     assert!(matches!(
         codec.decode(&mut buf),
-        Err(Error::FrameTooLong { limit: 4 })
+        Err(CodecError::FrameTooLong { limit: 4 })
     ));
     assert!(buf.is_empty(), "the oversized frame is not buffered");
     buf.extend_from_slice(&[b'x'; 1000]);
@@ -169,7 +169,7 @@ fn line_mode_cr_at_the_limit_waits_for_the_next_byte() {
     buf.extend_from_slice(b"x");
     assert!(matches!(
         codec.decode(&mut buf),
-        Err(Error::FrameTooLong { limit: 2 })
+        Err(CodecError::FrameTooLong { limit: 2 })
     ));
 }
 
@@ -236,16 +236,10 @@ fn encoding_a_frame_with_the_delimiter_is_an_error() {
     let err = DelimiterCodec::lines()
         .encode("a\nb", &mut out)
         .unwrap_err();
-    assert!(matches!(
-        err,
-        Error::DelimiterInFrame {
-            delimiter: b'\n',
-            offset: 1
-        }
-    ));
+    assert!(matches!(err, CodecError::DelimiterInFrame { offset: 1 }));
     assert_eq!(
         err.to_string(),
-        "frame to send contains the delimiter byte 0x0a at offset 1"
+        "frame to send contains the delimiter at offset 1"
     );
     assert_eq!(&out[..], b"kept", "nothing is written");
 }
@@ -263,13 +257,7 @@ fn json_codec_round_trips_and_refuses_a_delimiter_in_the_json() {
 
     let mut comma = JsonCodec::<Vec<u8>>::with_framing(DelimiterCodec::byte(b','));
     let err = comma.encode(vec![1u8, 2], &mut buf).unwrap_err();
-    assert!(matches!(
-        err,
-        Error::DelimiterInFrame {
-            delimiter: b',',
-            ..
-        }
-    ));
+    assert!(matches!(err, CodecError::DelimiterInFrame { .. }));
     assert!(buf.is_empty());
 }
 
@@ -286,8 +274,79 @@ fn json_codec_reports_bad_frames_with_a_prefix() {
 
 #[test]
 fn line_mode_writes_a_trailing_cr_as_is() {
-    // CONTRACT.md: `a\r\r\n` is the frame `a\r`, answered `a\r\n`.
+    // The echo example's rule: `a\r\r\n` is the frame `a\r`, answered `a\r\n`.
     let mut out = BytesMut::new();
     DelimiterCodec::lines().encode("a\r", &mut out).unwrap();
     assert_eq!(&out[..], b"a\r\n");
+}
+
+#[test]
+fn the_last_frame_at_end_of_input_loses_one_trailing_cr_in_line_mode() {
+    // `printf 'x\ny\r'` then half-close: frames `x` and `y`.
+    let out = decode_all(DelimiterCodec::lines(), &[b"x\ny\r"]);
+    assert_eq!(out, frames(&["x", "y"]));
+    let out = decode_all(DelimiterCodec::byte(b'\n'), &[b"x\ny\r"]);
+    assert_eq!(out, frames(&["x", "y\r"]), "byte mode strips nothing");
+}
+
+#[test]
+fn a_frame_longer_than_the_limit_is_refused_on_encode() {
+    let mut out = BytesMut::from("kept");
+    let err = DelimiterCodec::lines()
+        .max_frame_length(3)
+        .encode("abcd", &mut out)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CodecError::FrameTooLongToSend { len: 4, limit: 3 }
+    ));
+    assert_eq!(&out[..], b"kept", "nothing is written");
+    DelimiterCodec::lines()
+        .max_frame_length(3)
+        .encode("abc", &mut out)
+        .unwrap();
+    assert_eq!(&out[..], b"keptabc\n");
+}
+
+#[test]
+fn a_multi_byte_delimiter_cuts_frames_and_is_removed() {
+    let codec = || DelimiterCodec::sequence("\r\n\r\n");
+    let out = decode_all(codec(), &[b"a\r\nb\r\n\r\nc\r\n\r\n\r\n\r\nd"]);
+    assert_eq!(out, frames(&["a\r\nb", "c", "", "d"]));
+}
+
+#[test]
+fn a_multi_byte_delimiter_split_across_reads_is_found() {
+    let codec = DelimiterCodec::sequence("END\r\n");
+    let out = decode_all(codec, &[b"one", b"EN", b"D", b"\r", b"\ntwoE", b"ND\r\n"]);
+    assert_eq!(out, frames(&["one", "two"]));
+}
+
+#[test]
+fn a_multi_byte_delimiter_frame_over_the_limit_is_reported_once_and_skipped() {
+    let codec = DelimiterCodec::sequence("||").max_frame_length(3);
+    let out = decode_all(codec.clone(), &[b"abc||abcd||x||"]);
+    assert_eq!(out, vec![Ok("abc".into()), too_long(3), Ok("x".into())]);
+    // The long frame's delimiter arrives in pieces while it is skipped.
+    let out = decode_all(codec, &[b"abcdef|", b"|ok||"]);
+    assert_eq!(out, vec![too_long(3), Ok("ok".into())]);
+}
+
+#[test]
+fn a_multi_byte_delimiter_frame_of_exactly_the_limit_is_accepted() {
+    let codec = DelimiterCodec::sequence("\r\n\r\n").max_frame_length(4);
+    let out = decode_all(codec, &[b"abcd\r\n", b"\r\n"]);
+    assert_eq!(out, frames(&["abcd"]));
+}
+
+#[test]
+fn a_frame_that_would_read_back_shorter_is_refused_for_a_sequence() {
+    // "xa" + "aa" on the wire is "xaaa": the reader would cut it at "x".
+    let mut out = BytesMut::new();
+    let err = DelimiterCodec::sequence("aa")
+        .encode("xa", &mut out)
+        .unwrap_err();
+    assert!(matches!(err, CodecError::DelimiterInFrame { offset: 1 }));
+    DelimiterCodec::sequence("ab").encode("xa", &mut out).unwrap();
+    assert_eq!(&out[..], b"xaab");
 }

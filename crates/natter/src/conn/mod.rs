@@ -1,20 +1,33 @@
 //! One connection: its context [`Conn`], and the driver that runs
-//! `Framed<TcpStream>` -> layers -> `Service<Frame>` for it.
+//! stream -> codec -> layers -> `Service<Frame>` for it.
 //!
-//! The server and the client both hand every TCP stream they get to the
-//! same driver; nothing else in natter reads or writes a socket. The driver
-//! owns every per-connection concern: reply order, the read idle timeout,
-//! bounded write buffering with its write timeout, closing after the frame
-//! in hand, and draining on graceful shutdown.
+//! The server and the client both hand every stream they get, over any
+//! [transport](crate::transport), to the same driver; nothing else in
+//! natter reads or writes one. The driver owns every per-connection
+//! concern: reply order and what a failed frame puts on the wire, the read
+//! idle timeout, bounded write buffering with its write timeout, closing
+//! after the frame in hand, and draining on graceful shutdown.
+//!
+//! Its parts, one file each: [`Connection`] assembles a connection (the one
+//! way the server and the client build one); the driver runs its steps
+//! (signals, queued frames, replies, new frames, flush, timers); the read
+//! and write halves hold the buffers (lent by a per-thread pool while
+//! busy); the pipeline keeps handler futures in frame order and catches
+//! their panics; `offer` calls the service; `close` ends politely.
 
+mod buffers;
+mod close;
+mod connection;
 mod driver;
+mod offer;
 mod pipeline;
+mod read;
 mod state;
+mod write;
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -22,13 +35,14 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
-
-pub(crate) use driver::{Connection, Signals};
-
-use self::state::LocalState;
-pub(crate) use self::state::SharedState;
 use tower::Service;
 
+pub(crate) use self::connection::Connection;
+pub(crate) use self::driver::Signals;
+use self::state::LocalState;
+pub(crate) use self::state::SharedState;
+use crate::codec::FrameCodec;
+use crate::transport::Addr;
 use crate::{BoxError, DelimiterCodec, Error, Frame, IntoReply};
 
 /// A service natter can run on a connection: it takes [`Frame`]s, answers
@@ -63,10 +77,58 @@ impl<S> FrameService for S where
 /// builders keep a `conn: ConnConfig` field.
 macro_rules! connection_options {
     () => {
-        /// The framing (default: [`DelimiterCodec::lines`](crate::DelimiterCodec::lines),
-        /// 64 KiB frames).
-        pub fn codec(mut self, codec: crate::DelimiterCodec) -> Self {
-            self.conn.codec = codec;
+        /// What a frame that fails puts on the wire: the reply this hook
+        /// returns, in the failed frame's place, or (`None`, and without a
+        /// hook) nothing, and the connection closes after the replies
+        /// before it. Either way the error is reported as an
+        /// [`Event`](crate::Event).
+        ///
+        /// A peer that pipelines requests matches replies to requests by
+        /// position, so a failed frame must be answered or end the
+        /// connection: writing nothing and carrying on would hand every
+        /// later reply to the request before it.
+        ///
+        /// | what failed | error | default | with a hook |
+        /// |---|---|---|---|
+        /// | the handler, or any tower layer around it (`Timeout`, `LoadShed`, `RateLimit`...) | [`Handler`](crate::Error::Handler) (find the layer's error with [`downcast_ref`](crate::Error::downcast_ref)), or the natter error it returned | close | its reply, or close |
+        /// | the handler panicked | [`Panic`](crate::Error::Panic) | close | its reply, or close |
+        /// | the handler ran past `handler_timeout` or a [`HandlerTimeoutLayer`](crate::layer::HandlerTimeoutLayer) | [`HandlerTimeout`](crate::Error::HandlerTimeout) | close | its reply, or close |
+        /// | the reply cannot be encoded (delimiter inside, too long) | [`DelimiterInFrame`](crate::Error::DelimiterInFrame), [`FrameTooLongToSend`](crate::Error::FrameTooLongToSend), [`Encode`](crate::Error::Encode) | close | its reply, or close |
+        /// | a received frame is over the codec's limit | [`FrameTooLong`](crate::Error::FrameTooLong) | close | its reply, or close (the codec skips the frame) |
+        /// | the hook's own reply cannot be encoded, or the hook panics | as above | close | close |
+        /// | other bytes the codec cannot decode | [`Decode`](crate::Error::Decode) | close | close |
+        /// | the service's `poll_ready` fails | as returned | close | close |
+        /// | idle, write timeout, the stream fails | [`IdleTimeout`](crate::Error::IdleTimeout), [`WriteTimeout`](crate::Error::WriteTimeout), [`Io`](crate::Error::Io) | close | close |
+        ///
+        /// "Close" means: the frames before the failed one are answered,
+        /// no later frame is (not even one already being handled), and the
+        /// connection closes. What the handler returns decides nothing else:
+        /// `Ok(())` or `Ok(None)` is a deliberate "no reply" and the
+        /// connection carries on.
+        ///
+        /// ```
+        /// use natter::{Conn, Error, Frame, Server};
+        ///
+        /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), natter::Error> {
+        /// let server = Server::builder()
+        ///     .on_error(|error: &Error, _conn: &Conn| {
+        ///         if error.is_overloaded() {
+        ///             Some(Frame::from("-ERR busy"))
+        ///         } else if let Error::FrameTooLong { .. } = error {
+        ///             Some(Frame::from("-ERR line too long"))
+        ///         } else {
+        ///             None // anything else: close the connection
+        ///         }
+        ///     })
+        ///     .bind("127.0.0.1:0")
+        ///     .await?;
+        /// # drop(server); Ok(()) }
+        /// ```
+        pub fn on_error<F>(mut self, hook: F) -> Self
+        where
+            F: Fn(&crate::Error, &crate::Conn) -> Option<crate::Frame> + Send + Sync + 'static,
+        {
+            self.conn.on_error = Some(crate::conn::ErrorHook(std::sync::Arc::new(hook)));
             self
         }
 
@@ -152,14 +214,27 @@ macro_rules! connection_options {
 
 pub(crate) use connection_options;
 
+/// What an [`on_error`](crate::ServerBuilder::on_error) hook is.
+type HookFn = dyn Fn(&Error, &Conn) -> Option<Frame> + Send + Sync;
+
+/// The hook of [`on_error`](crate::ServerBuilder::on_error).
+#[derive(Clone)]
+pub(crate) struct ErrorHook(pub(crate) Arc<HookFn>);
+
+impl fmt::Debug for ErrorHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ErrorHook")
+    }
+}
+
 /// The settings of one connection, shared by the server and client
 /// builders.
 #[derive(Debug, Clone)]
-pub(crate) struct ConnConfig {
-    pub(crate) codec: DelimiterCodec,
+pub(crate) struct ConnConfig<C = DelimiterCodec> {
+    pub(crate) codec: C,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
-    /// The longest one frame's handler may run; then the connection closes.
+    /// The longest one frame's handler may run.
     pub(crate) handler_timeout: Option<Duration>,
     /// Stop reading and handling while this many bytes wait to be written.
     pub(crate) write_buffer: usize,
@@ -172,6 +247,8 @@ pub(crate) struct ConnConfig {
     pub(crate) linger: Duration,
     /// User state shared by every connection.
     pub(crate) state: SharedState,
+    /// What a failed frame is answered with.
+    pub(crate) on_error: Option<ErrorHook>,
 }
 
 /// Defaults of [`ConnConfig`], documented on the builders.
@@ -195,9 +272,68 @@ impl Default for ConnConfig {
             send_queue: DEFAULT_SEND_QUEUE,
             linger: DEFAULT_LINGER,
             state: SharedState::default(),
+            on_error: None,
         }
     }
 }
+
+impl<C> ConnConfig<C> {
+    /// The same settings with another codec.
+    pub(crate) fn with_codec<D>(self, codec: D) -> ConnConfig<D> {
+        ConnConfig {
+            codec,
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
+            handler_timeout: self.handler_timeout,
+            write_buffer: self.write_buffer,
+            max_in_flight: self.max_in_flight,
+            send_queue: self.send_queue,
+            linger: self.linger,
+            state: self.state,
+            on_error: self.on_error,
+        }
+    }
+
+    /// Refuses settings that cannot work, the same way for servers and
+    /// clients.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.max_in_flight == 0 {
+            return Err(Error::InvalidConfig("max_in_flight must be at least 1"));
+        }
+        if self.write_buffer == 0 {
+            return Err(Error::InvalidConfig("write_buffer must be at least 1 byte"));
+        }
+        if self.send_queue == 0 {
+            return Err(Error::InvalidConfig("send_queue must be at least 1 frame"));
+        }
+        if self.idle_timeout == Some(Duration::ZERO)
+            || self.write_timeout == Some(Duration::ZERO)
+            || self.handler_timeout == Some(Duration::ZERO)
+        {
+            return Err(Error::InvalidConfig(
+                "a timeout must be longer than zero; use None to turn it off",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Encodes frames sent through a [`Conn`] with the connection's codec,
+/// whatever its type.
+trait EncodeFrame: Send + Sync {
+    fn encode_frame(&self, frame: Frame, dst: &mut BytesMut) -> Result<(), Error>;
+}
+
+impl<C: FrameCodec> EncodeFrame for C {
+    fn encode_frame(&self, frame: Frame, dst: &mut BytesMut) -> Result<(), Error> {
+        self.clone()
+            .encode(frame, dst)
+            .map_err(|error| Error::from_encode(error.into()))
+    }
+}
+
+/// Numbers connections, process-wide.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The context of one connection: its addresses, a way to send frames on it
 /// from anywhere, and a way to close it.
@@ -242,13 +378,18 @@ pub struct Conn {
 }
 
 struct Shared {
-    peer: SocketAddr,
-    local: SocketAddr,
-    codec: DelimiterCodec,
+    id: u64,
+    peer: Addr,
+    local: Addr,
+    transport: &'static str,
+    encoder: Box<dyn EncodeFrame>,
     outbound: mpsc::Sender<Bytes>,
     close: CancellationToken,
     /// Set with `close`; read once per frame without a lock.
     closing: AtomicBool,
+    /// Cancelled when the connection reads no more frames (for whatever
+    /// reason): no answer can come after that.
+    done_reading: CancellationToken,
     closed: CancellationToken,
     state: SharedState,
     local_state: LocalState,
@@ -260,20 +401,24 @@ pub(crate) struct Outbound {
 }
 
 impl Conn {
-    pub(crate) fn new(
-        peer: SocketAddr,
-        local: SocketAddr,
-        config: &ConnConfig,
+    pub(crate) fn new<C: FrameCodec>(
+        peer: Addr,
+        local: Addr,
+        transport: &'static str,
+        config: &ConnConfig<C>,
     ) -> (Conn, Outbound) {
         let (sender, receiver) = mpsc::channel(config.send_queue.max(1));
         let conn = Conn {
             shared: Arc::new(Shared {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 peer,
                 local,
-                codec: config.codec.clone(),
+                transport,
+                encoder: Box::new(config.codec.clone()),
                 outbound: sender,
                 close: CancellationToken::new(),
                 closing: AtomicBool::new(false),
+                done_reading: CancellationToken::new(),
                 closed: CancellationToken::new(),
                 state: config.state.clone(),
                 local_state: LocalState::default(),
@@ -283,26 +428,50 @@ impl Conn {
     }
 
     /// The remote address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.shared.peer
+    pub fn peer_addr(&self) -> Addr {
+        self.shared.peer.clone()
+    }
+
+    pub(crate) fn peer_addr_ref(&self) -> &Addr {
+        &self.shared.peer
     }
 
     /// The local address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local
+    pub fn local_addr(&self) -> Addr {
+        self.shared.local.clone()
     }
 
-    /// Sends `frame` on this connection (the codec appends the delimiter).
+    /// A number that no other connection of this process has, as the
+    /// connection's tracing span shows it.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The transport: `"tcp"`, `"unix"`, `"tls"`, `"memory"`...
+    pub fn transport(&self) -> &'static str {
+        self.shared.transport
+    }
+
+    /// Sends `frame` on this connection, encoded by the connection's codec
+    /// (which appends the delimiter).
     ///
     /// Returns once the frame is queued for writing; waits while the queue
     /// is full, that is while the peer is not reading. Frames sent by a
-    /// handler are written before that handler's reply. Fails with
-    /// [`Error::DelimiterInFrame`] if the frame contains the delimiter, and
-    /// [`Error::Closed`] once the connection is closed.
+    /// handler are written before that handler's reply. Fails with the
+    /// codec's error if the frame cannot be encoded (with
+    /// [`DelimiterCodec`]: [`Error::DelimiterInFrame`] or
+    /// [`Error::FrameTooLongToSend`]), and with [`Error::Closed`] once the
+    /// connection is closed.
     pub async fn send(&self, frame: impl AsRef<[u8]>) -> Result<(), Error> {
+        let bytes = self.encode(Frame::copy_from_slice(frame.as_ref()))?;
+        self.send_bytes(bytes).await
+    }
+
+    /// `frame`, encoded by the connection's codec.
+    pub(crate) fn encode(&self, frame: Frame) -> Result<Bytes, Error> {
         let mut bytes = BytesMut::new();
-        self.shared.codec.clone().encode(frame, &mut bytes)?;
-        self.send_bytes(bytes.freeze()).await
+        self.shared.encoder.encode_frame(frame, &mut bytes)?;
+        Ok(bytes.freeze())
     }
 
     /// Sends `value` as a compact JSON frame. See [`send`](Self::send).
@@ -327,12 +496,9 @@ impl Conn {
         E::Error: Into<BoxError>,
     {
         let mut bytes = BytesMut::new();
-        encoder.encode(item, &mut bytes).map_err(|error| {
-            match error.into().downcast::<Error>() {
-                Ok(error) => *error,
-                Err(other) => Error::Encode(Arc::from(other)),
-            }
-        })?;
+        encoder
+            .encode(item, &mut bytes)
+            .map_err(|error| Error::from_encode(error.into()))?;
         self.send_bytes(bytes.freeze()).await
     }
 
@@ -411,15 +577,22 @@ impl Conn {
         self.shared.outbound.clone()
     }
 
-    pub(crate) fn codec(&self) -> &DelimiterCodec {
-        &self.shared.codec
-    }
-
     pub(crate) fn close_token(&self) -> &CancellationToken {
         &self.shared.close
     }
 
+    /// Marks that no frame will be read any more.
+    pub(crate) fn mark_done_reading(&self) {
+        self.shared.done_reading.cancel();
+    }
+
+    /// Waits until the connection reads no more frames.
+    pub(crate) async fn done_reading(&self) {
+        self.shared.done_reading.cancelled().await
+    }
+
     pub(crate) fn mark_closed(&self) {
+        self.shared.done_reading.cancel();
         self.shared.closed.cancel();
     }
 }
@@ -427,6 +600,8 @@ impl Conn {
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn")
+            .field("id", &self.shared.id)
+            .field("transport", &self.shared.transport)
             .field("peer", &self.shared.peer)
             .field("local", &self.shared.local)
             .field("closed", &self.is_closed())

@@ -89,7 +89,7 @@ impl<F: HandlerFuture> Pipeline<F> {
         let inner = if max_in_flight <= 1 {
             Inner::Single {
                 slot: Slot::Empty,
-                deadline: Deadline::new(timeout, true),
+                deadline: Deadline::new(timeout),
             }
         } else {
             Inner::Many {
@@ -122,7 +122,7 @@ impl<F: HandlerFuture> Pipeline<F> {
                 slot.set(Slot::Running { future });
             }
             Projection::Many { queue, timeout } => {
-                let future = HandlerTimeoutFuture::new(future, Deadline::new(*timeout, true));
+                let future = HandlerTimeoutFuture::new(future, Deadline::new(*timeout));
                 queue.push_back(CatchPanicFuture::future(future));
             }
         }

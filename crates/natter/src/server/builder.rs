@@ -1,22 +1,22 @@
 use std::fmt;
-use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs};
+use tower::Layer;
 use tower::layer::util::{Identity, Stack};
 
 use super::{Config, Server, Shared};
-use crate::Error;
-use crate::conn::{ConnConfig, DEFAULT_SERVER_IDLE_TIMEOUT, Signals};
+use crate::codec::FrameCodec;
+use crate::conn::{Conn, ConnConfig, Connection, DEFAULT_SERVER_IDLE_TIMEOUT, Signals};
 use crate::event::{DEFAULT_EVENT_CAPACITY, EventSender};
+use crate::transport::tcp::{DEFAULT_BACKLOG, TcpListener};
+use crate::transport::{Addr, Bound, Io, Listener};
+use crate::{DelimiterCodec, Error, FrameService};
 
 /// The default connection limit.
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// How long graceful shutdown waits for busy connections by default.
 pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// The default listen backlog.
-pub(crate) const DEFAULT_BACKLOG: u32 = 1024;
 
 /// Configures a [`Server`]: codec, per-connection limits, layers, then
 /// [`bind`](Self::bind).
@@ -32,19 +32,20 @@ pub(crate) const DEFAULT_BACKLOG: u32 = 1024;
 ///     .idle_timeout(Duration::from_secs(60))
 ///     .max_connections(1000)
 ///     .layer(HandlerTimeoutLayer::new(Duration::from_secs(5)))
-///     .layer(tower::limit::ConcurrencyLimitLayer::new(1))
 ///     .bind("127.0.0.1:0")
 ///     .await?;
-/// assert_ne!(server.local_addr().port(), 0);
+/// assert_ne!(server.local_addr().socket_addr().unwrap().port(), 0);
 /// # Ok(()) }
 /// ```
 #[must_use = "a builder does nothing until `bind` is called"]
-pub struct ServerBuilder<L> {
-    conn: ConnConfig,
+pub struct ServerBuilder<L, C = DelimiterCodec> {
+    conn: ConnConfig<C>,
     max_connections: usize,
     drain_timeout: Duration,
     event_capacity: usize,
     backlog: u32,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsAcceptor>,
     layer: L,
 }
 
@@ -59,13 +60,32 @@ impl ServerBuilder<Identity> {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             backlog: DEFAULT_BACKLOG,
+            #[cfg(feature = "tls")]
+            tls: None,
             layer: Identity::new(),
         }
     }
 }
 
-impl<L> ServerBuilder<L> {
+impl<L, C> ServerBuilder<L, C> {
     crate::conn::connection_options!();
+
+    /// The framing (default: [`DelimiterCodec::lines`], 64 KiB frames).
+    /// Any [`FrameCodec`] works: a `DelimiterCodec` with another delimiter
+    /// or limit, or another tokio-util codec through
+    /// [`Frames`](crate::codec::Frames).
+    pub fn codec<D: FrameCodec>(self, codec: D) -> ServerBuilder<L, D> {
+        ServerBuilder {
+            conn: self.conn.with_codec(codec),
+            max_connections: self.max_connections,
+            drain_timeout: self.drain_timeout,
+            event_capacity: self.event_capacity,
+            backlog: self.backlog,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
+            layer: self.layer,
+        }
+    }
 
     /// Connections beyond this many are closed at once, without a reply,
     /// and counted (default 10,000). A slot frees when a connection closes.
@@ -88,73 +108,180 @@ impl<L> ServerBuilder<L> {
         self
     }
 
-    /// How many connections, handshake done, the kernel may hold for the
-    /// server before it accepts them (default 1024; the kernel caps it, at
-    /// `net.core.somaxconn` on Linux). When that queue is full the kernel
-    /// drops new connection attempts, and their clients retry only after a
-    /// second or more: with the standard library's 128, a burst of a few
-    /// hundred connects stalled for that long.
+    /// For TCP: how many connections, handshake done, the kernel may hold
+    /// for the server before it accepts them (default 1024; the kernel caps
+    /// it, at `net.core.somaxconn` on Linux). When that queue is full the
+    /// kernel drops new connection attempts, and their clients retry only
+    /// after a second or more: with the standard library's 128, a burst of a
+    /// few hundred connects stalled for that long.
     pub fn backlog(mut self, connections: u32) -> Self {
         self.backlog = connections;
         self
     }
 
+    /// Speaks TLS on the TCP listener [`bind`](Self::bind) makes (see
+    /// [`TlsAcceptor`](crate::tls::TlsAcceptor) for certificates and the
+    /// handshake timeout).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, acceptor: crate::tls::TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
     /// Adds a tower layer around every connection's service. As with
     /// [`tower::ServiceBuilder`], the first layer added is the outermost.
-    pub fn layer<T>(self, layer: T) -> ServerBuilder<Stack<T, L>> {
+    ///
+    /// Each connection gets its own stack: the layer wraps the service the
+    /// factory makes for that connection. A layer that keeps state
+    /// (`ConcurrencyLimitLayer`, `RateLimitLayer`, `BufferLayer`) therefore
+    /// limits each connection on its own. For a limit across every
+    /// connection, share one state between the stacks:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use natter::{Conn, Frame, Server};
+    /// use tokio::sync::Semaphore;
+    /// use tower::limit::GlobalConcurrencyLimitLayer;
+    /// use tower::{ServiceBuilder, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), natter::Error> {
+    /// // At most 64 frames handled at once, over all connections together.
+    /// let server = Server::builder()
+    ///     .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::new(Semaphore::new(64))))
+    ///     .bind("127.0.0.1:0")
+    ///     .await?;
+    /// # let handle = server.handle();
+    /// # tokio::spawn(server.serve(|_conn: &Conn| service_fn(|f: Frame| async move { Ok::<_, natter::Error>(f) })));
+    /// # handle.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// One service shared by every connection, for a handler that owns
+    /// state all connections use, or a rate limit across all of them: a
+    /// [`Buffer`](tower::buffer::Buffer) in front of it, cloned into each
+    /// connection's factory call.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use natter::{BoxError, Conn, Frame, Server};
+    /// use tower::{ServiceBuilder, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), natter::Error> {
+    /// // 100 frames per second, over all connections together.
+    /// let shared = ServiceBuilder::new()
+    ///     .buffer(1024)
+    ///     .rate_limit(100, Duration::from_secs(1))
+    ///     .service(service_fn(|frame: Frame| async move { Ok::<_, BoxError>(frame) }));
+    /// let server = Server::builder().bind("127.0.0.1:0").await?;
+    /// # let handle = server.handle();
+    /// tokio::spawn(server.serve(move |_conn: &Conn| shared.clone()));
+    /// # handle.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn layer<T>(self, layer: T) -> ServerBuilder<Stack<T, L>, C> {
         ServerBuilder {
             conn: self.conn,
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
             event_capacity: self.event_capacity,
             backlog: self.backlog,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
             layer: Stack::new(layer, self.layer),
         }
     }
 
-    /// Checks the configuration and binds the listener. Fails right here,
-    /// naming the address, if the address is in use or invalid, or with
-    /// [`Error::InvalidConfig`].
-    pub async fn bind<A>(self, addr: A) -> Result<Server<L>, Error>
-    where
-        A: ToSocketAddrs + fmt::Display,
-    {
+    /// Checks the configuration and listens on `addr`: `IP:PORT` or
+    /// `HOST:PORT` for TCP (TLS if [`tls`](Self::tls) was set), or
+    /// `unix:PATH` for a Unix socket. Fails right here, naming the address,
+    /// if it is in use or invalid, or with [`Error::InvalidConfig`].
+    ///
+    /// A Unix socket file that nothing listens on is taken over; see
+    /// [`UnixListener`](crate::transport::unix::UnixListener).
+    pub async fn bind(self, addr: impl fmt::Display) -> Result<Server<L, Bound, C>, Error> {
         self.validate()?;
-        let listener = bind_listener(&addr, self.backlog)
+        let addr = addr.to_string();
+        #[cfg(unix)]
+        if let Some(path) = addr.strip_prefix("unix:") {
+            let listener = crate::transport::unix::UnixListener::bind(path)?;
+            return self.listen(Bound::Unix(listener));
+        }
+        let listener = TcpListener::bind(&addr, self.backlog)
             .await
             .map_err(|source| Error::bind(&addr, source))?;
+        #[cfg(feature = "tls")]
+        if let Some(acceptor) = self.tls.clone() {
+            let listener = crate::tls::TlsListener::new(listener, acceptor);
+            return self.listen(Bound::Tls(listener));
+        }
+        self.listen(Bound::Tcp(listener))
+    }
+
+    /// Serves on any [`Listener`]: one bound elsewhere (a tokio
+    /// `TcpListener` inherited from a supervisor), an in-memory
+    /// [`channel`](crate::transport::memory::channel), or your own.
+    pub fn listener<T: Listener>(self, listener: T) -> Result<Server<L, T, C>, Error> {
+        self.validate()?;
         self.listen(listener)
     }
 
-    /// Serves on a listener bound elsewhere (for instance inherited from a
-    /// supervisor).
-    pub fn listener(self, listener: TcpListener) -> Result<Server<L>, Error> {
+    /// Runs one connection over `io`, a stream you already have (one end of
+    /// a [`tokio::io::duplex`], say), with every setting and layer of this
+    /// builder, and returns when it is closed: `Err` with the last error it
+    /// reported, if any. Its peer is shown as a new in-memory address.
+    ///
+    /// ```
+    /// use natter::{Conn, Frame, Server};
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// use tower::service_fn;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let (server_end, mut client_end) = tokio::io::duplex(1024);
+    /// let served = tokio::spawn(Server::builder().serve_io(server_end, |_conn: &Conn| {
+    ///     service_fn(|frame: Frame| async move { Ok::<_, natter::Error>(frame) })
+    /// }));
+    /// client_end.write_all(b"a\nb\n").await.unwrap();
+    /// client_end.shutdown().await.unwrap();
+    /// let mut echoed = String::new();
+    /// client_end.read_to_string(&mut echoed).await.unwrap();
+    /// assert_eq!(echoed, "a\nb\n");
+    /// assert!(served.await.unwrap().is_ok());
+    /// # }
+    /// ```
+    pub async fn serve_io<T, M, S>(self, io: T, make_service: M) -> Result<(), Error>
+    where
+        T: Io,
+        C: FrameCodec,
+        M: FnOnce(&Conn) -> S,
+        L: Layer<S>,
+        L::Service: FrameService,
+    {
         self.validate()?;
-        self.listen(listener)
+        let connection = Connection::new(
+            io,
+            Addr::memory(),
+            Addr::memory(),
+            self.conn,
+            Signals::default(),
+            EventSender::new(self.event_capacity),
+        );
+        let layer = self.layer;
+        let service = connection.make_service(|conn| layer.layer(make_service(conn)))?;
+        match connection.run(service, || ()).await {
+            None => Ok(()),
+            Some(error) => Err(error),
+        }
     }
 
     fn validate(&self) -> Result<(), Error> {
         if self.max_connections == 0 {
             return Err(Error::InvalidConfig("max_connections must be at least 1"));
         }
-        if self.conn.max_in_flight == 0 {
-            return Err(Error::InvalidConfig("max_in_flight must be at least 1"));
-        }
-        if self.conn.write_buffer == 0 {
-            return Err(Error::InvalidConfig("write_buffer must be at least 1 byte"));
-        }
-        if self.conn.idle_timeout == Some(Duration::ZERO)
-            || self.conn.write_timeout == Some(Duration::ZERO)
-            || self.conn.handler_timeout == Some(Duration::ZERO)
-        {
-            return Err(Error::InvalidConfig(
-                "a timeout must be longer than zero; use None to turn it off",
-            ));
-        }
-        Ok(())
+        self.conn.validate()
     }
 
-    fn listen(self, listener: TcpListener) -> Result<Server<L>, Error> {
+    fn listen<T: Listener>(self, listener: T) -> Result<Server<L, T, C>, Error> {
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             local_addr,
@@ -177,7 +304,7 @@ impl<L> ServerBuilder<L> {
     }
 }
 
-impl<L> fmt::Debug for ServerBuilder<L> {
+impl<L, C: fmt::Debug> fmt::Debug for ServerBuilder<L, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerBuilder")
             .field("conn", &self.conn)
@@ -186,33 +313,4 @@ impl<L> fmt::Debug for ServerBuilder<L> {
             .field("backlog", &self.backlog)
             .finish_non_exhaustive()
     }
-}
-
-/// Listens on the first address `addr` resolves to that can be bound, as
-/// `TcpListener::bind` does, but with `backlog` rather than its fixed 128.
-async fn bind_listener(addr: impl ToSocketAddrs, backlog: u32) -> io::Result<TcpListener> {
-    let mut last = io::Error::new(
-        io::ErrorKind::InvalidInput,
-        "the address resolved to nothing",
-    );
-    for addr in tokio::net::lookup_host(addr).await? {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        // Like `TcpListener::bind`: a restarted server binds again at once
-        // while its old connections linger in TIME_WAIT.
-        #[cfg(not(windows))]
-        socket.set_reuseaddr(true)?;
-        if let Err(error) = socket.bind(addr) {
-            last = error;
-            continue;
-        }
-        match socket.listen(backlog) {
-            Ok(listener) => return Ok(listener),
-            Err(error) => last = error,
-        }
-    }
-    Err(last)
 }

@@ -1,10 +1,10 @@
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Shared;
 use crate::Error;
 use crate::event::Events;
+use crate::transport::Addr;
 
 /// Controls a running [`Server`](super::Server) from anywhere: lists and
 /// closes connections, shuts the server down. Cheap to clone.
@@ -22,13 +22,14 @@ impl ServerHandle {
     }
 
     /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local_addr
+    pub fn local_addr(&self) -> Addr {
+        self.shared.local_addr.clone()
     }
 
-    /// The remote addresses of the open connections.
-    pub fn connections(&self) -> Vec<SocketAddr> {
-        self.shared.connections().keys().copied().collect()
+    /// The remote addresses of the open connections (distinct for every
+    /// transport; see [`Addr`]).
+    pub fn connections(&self) -> Vec<Addr> {
+        self.shared.connections().keys().cloned().collect()
     }
 
     /// How many connections are open.
@@ -45,7 +46,8 @@ impl ServerHandle {
     /// Closes the connection from `peer` once its frames in hand are
     /// answered, and waits until it is gone. The other connections carry
     /// on. Fails with [`Error::UnknownPeer`] if there is no such connection.
-    pub async fn close(&self, peer: SocketAddr) -> Result<(), Error> {
+    pub async fn close(&self, peer: impl Into<Addr>) -> Result<(), Error> {
+        let peer = peer.into();
         let conn = self.shared.connections().get(&peer).cloned();
         let conn = conn.ok_or(Error::UnknownPeer(peer))?;
         conn.close();

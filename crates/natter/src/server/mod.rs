@@ -6,12 +6,15 @@
 //! [`ServerHandle`] shuts it down (or
 //! [`serve_with_shutdown`](Server::serve_with_shutdown)'s signal fires).
 //!
+//! The server accepts from any [`Listener`]: TCP, Unix sockets, TLS, in
+//! memory, or one of yours (see [`transport`](crate::transport)).
+//!
 //! Graceful shutdown happens here, in this order: the listener is dropped
 //! first (a listener left open keeps completing handshakes in the kernel,
-//! and those connections would hang), every connection reads what its
-//! socket already holds, answers it and closes, and `serve` returns when
-//! the last one is gone. Connections still busy after the drain timeout are
-//! cut.
+//! and those connections would hang; a Unix listener removes its socket
+//! file), every connection reads what its stream already holds, answers it
+//! and closes, and `serve` returns when the last one is gone. Connections
+//! still busy after the drain timeout are cut.
 
 mod builder;
 mod handle;
@@ -19,23 +22,21 @@ mod handle;
 use std::collections::HashMap;
 use std::future::{Future, pending};
 use std::io;
-use std::net::SocketAddr;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tower::Layer;
-use tracing::Instrument;
 
 pub use self::builder::ServerBuilder;
 pub use self::handle::ServerHandle;
+use crate::codec::FrameCodec;
 use crate::conn::{Conn, ConnConfig, Connection, Signals};
 use crate::event::{EventKind, EventSender, Events};
-use crate::{Error, FrameService};
+use crate::transport::{Addr, Bound, Listener};
+use crate::{DelimiterCodec, Error, FrameService};
 
 /// A bound server, ready to [`serve`](Server::serve).
 ///
@@ -54,25 +55,28 @@ use crate::{Error, FrameService};
 ///     .await
 /// # }
 /// ```
-pub struct Server<L> {
-    listener: TcpListener,
+///
+/// `L` is the stack of layers, `T` the [`Listener`] (by default the one
+/// [`bind`](ServerBuilder::bind) makes), `C` the codec.
+pub struct Server<L, T = Bound, C = DelimiterCodec> {
+    listener: T,
     layer: L,
-    config: Config,
+    config: Config<C>,
     shared: Arc<Shared>,
 }
 
 /// Server-wide settings, from the builder.
 #[derive(Debug, Clone)]
-struct Config {
-    conn: ConnConfig,
+struct Config<C> {
+    conn: ConnConfig<C>,
     max_connections: usize,
     drain_timeout: Duration,
 }
 
 /// What the server and its handles share.
 struct Shared {
-    local_addr: SocketAddr,
-    connections: Mutex<HashMap<SocketAddr, Conn>>,
+    local_addr: Addr,
+    connections: Mutex<HashMap<Addr, Conn>>,
     signals: Signals,
     /// Cancelled when `serve` has returned (or will never run).
     finished: tokio_util::sync::CancellationToken,
@@ -81,7 +85,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn connections(&self) -> MutexGuard<'_, HashMap<SocketAddr, Conn>> {
+    fn connections(&self) -> MutexGuard<'_, HashMap<Addr, Conn>> {
         // A panic while holding this lock cannot leave the map half-updated
         // (single insert/remove calls), so a poisoned lock is still good.
         self.connections
@@ -104,17 +108,22 @@ impl Drop for Finish {
 impl Server<tower::layer::util::Identity> {
     /// A builder with the defaults: line mode, 64 KiB frames, 10,000
     /// connections, a 5-minute idle timeout, one frame at a time per
-    /// connection.
+    /// connection, and a connection closed after any frame that fails.
     pub fn builder() -> ServerBuilder<tower::layer::util::Identity> {
         ServerBuilder::new()
     }
 }
 
-impl<L> Server<L> {
+impl<L, T, C> Server<L, T, C>
+where
+    T: Listener,
+    C: FrameCodec,
+{
     /// The address the server is listening on (with the real port when
-    /// bound to port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local_addr
+    /// bound to port 0). [`Addr::socket_addr`] gives the `SocketAddr` of a
+    /// TCP server.
+    pub fn local_addr(&self) -> Addr {
+        self.shared.local_addr.clone()
     }
 
     /// A handle to list and close connections and to shut the server down,
@@ -134,9 +143,9 @@ impl<L> Server<L> {
     /// `make_service` is called once per connection with its [`Conn`] and
     /// returns the service that handles that connection's frames; the
     /// builder's layers wrap it. The service's response is the reply (see
-    /// [`IntoReply`](crate::IntoReply)); its error is reported as an event and, unless it is
-    /// one that [closes the connection](Error::closes_connection), the next
-    /// frame is handled as usual.
+    /// [`IntoReply`](crate::IntoReply)); its error is reported as an event
+    /// and then answered by the [`on_error`](ServerBuilder::on_error) hook
+    /// or, without one, closes the connection after the replies before it.
     pub async fn serve<M, S>(self, make_service: M) -> Result<(), Error>
     where
         M: FnMut(&Conn) -> S,
@@ -160,7 +169,7 @@ impl<L> Server<L> {
         G: Future<Output = ()>,
     {
         let Server {
-            listener,
+            mut listener,
             layer,
             config,
             shared,
@@ -192,31 +201,33 @@ impl<L> Server<L> {
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 // Over the limit: closed at once, without a reply.
                 shared.refused.fetch_add(1, Ordering::Relaxed);
-                let limit = config.max_connections;
-                shared
-                    .events
-                    .send(peer, EventKind::Error(Error::ConnectionLimit { limit }));
+                let error = Error::ConnectionLimit {
+                    limit: config.max_connections,
+                };
+                shared.events.send(
+                    &peer,
+                    EventKind::Error {
+                        error,
+                        closing: true,
+                    },
+                );
                 drop(stream);
                 continue;
             };
-            // Replies are batched per read; never wait for Nagle.
-            let _ = stream.set_nodelay(true);
-            let signals = shared.signals.clone();
-            let connection =
-                Connection::new(stream, config.conn.clone(), signals, shared.events.clone());
-            let conn = connection.conn().clone();
-            let service = match catch_unwind(AssertUnwindSafe(|| layer.layer(make_service(&conn))))
-            {
-                Ok(service) => service,
-                Err(_) => {
-                    let error = Error::Panic("the service factory panicked".into());
-                    shared.events.send(peer, EventKind::Error(error));
-                    continue;
-                }
+            let connection = Connection::new(
+                stream,
+                peer.clone(),
+                shared.local_addr.clone(),
+                config.conn.clone(),
+                shared.signals.clone(),
+                shared.events.clone(),
+            );
+            let Ok(service) = connection.make_service(|conn| layer.layer(make_service(conn))) else {
+                continue;
             };
-            shared.connections().insert(peer, conn.clone());
+            let conn = connection.conn().clone();
+            shared.connections().insert(peer.clone(), conn.clone());
             let shared = shared.clone();
-            let span = tracing::info_span!("conn", %peer);
             let forget = move || {
                 // Who waits for the end (`ServerHandle::close`, a `Closed`
                 // event) must find the connection gone from the list and
@@ -230,7 +241,7 @@ impl<L> Server<L> {
                 }
                 drop(slot);
             };
-            tracker.spawn(connection.serve(service).run(forget).instrument(span));
+            tracker.spawn(connection.run(service, forget));
         }
 
         // Refuse new connections before draining the others.
@@ -267,7 +278,7 @@ async fn accept_error_pause(error: &io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-impl<L> std::fmt::Debug for Server<L> {
+impl<L, T, C: std::fmt::Debug> std::fmt::Debug for Server<L, T, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("local_addr", &self.shared.local_addr)

@@ -24,17 +24,14 @@ use crate::{BoxError, Error};
 pub(crate) struct Deadline {
     /// `None`: no limit.
     timeout: Option<Duration>,
-    /// Whether the timeout closes the connection.
-    close: bool,
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
 
 impl Deadline {
-    pub(crate) fn new(timeout: Option<Duration>, close: bool) -> Self {
+    pub(crate) fn new(timeout: Option<Duration>) -> Self {
         Deadline {
             timeout,
-            close,
             sleep: None,
             armed: false,
         }
@@ -63,10 +60,7 @@ impl Deadline {
             return Poll::Pending;
         };
         match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Box::new(Error::HandlerTimeout {
-                timeout,
-                close: self.close,
-            })),
+            Poll::Ready(()) => Poll::Ready(Box::new(Error::HandlerTimeout { timeout })),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -2,10 +2,12 @@
 //!
 //! Unlike `tower::timeout::Timeout`, whose `Elapsed` arrives boxed and must
 //! be downcast, this layer fails with a typed
-//! [`Error::HandlerTimeout`](crate::Error::HandlerTimeout), and says whether
-//! the connection should close after it (by default it stays open and the
-//! next frame is handled). The timer bounds one call; the connection's idle
-//! time is the [idle timeout](crate::ServerBuilder::idle_timeout)'s job.
+//! [`Error::HandlerTimeout`](crate::Error::HandlerTimeout). Like every
+//! failed frame, a timed-out one closes its connection after the replies
+//! before it, unless an [`on_error`](crate::ServerBuilder::on_error) hook
+//! answers it in its place. The timer bounds one call; the connection's
+//! idle time is the [idle timeout](crate::ServerBuilder::idle_timeout)'s
+//! job.
 
 pub(crate) mod deadline;
 mod future;
@@ -41,27 +43,22 @@ use crate::BoxError;
 ///     Ok::<(), std::convert::Infallible>(())
 /// });
 /// let service = ServiceBuilder::new()
-///     .layer(HandlerTimeoutLayer::new(Duration::from_secs(1)).close_connection(true))
+///     .layer(HandlerTimeoutLayer::new(Duration::from_secs(1)))
 ///     .service(slow);
 /// let error = natter::Error::from_service(service.oneshot("x".into()).await.unwrap_err());
-/// assert!(error.is_timeout() && error.closes_connection());
+/// assert!(error.is_timeout());
 /// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct HandlerTimeout<S> {
     inner: S,
     timeout: Duration,
-    close: bool,
 }
 
 impl<S> HandlerTimeout<S> {
-    /// Wraps `inner`; the connection stays open after a timeout.
+    /// Wraps `inner`: calls that take longer than `timeout` fail.
     pub fn new(inner: S, timeout: Duration) -> Self {
-        HandlerTimeout {
-            inner,
-            timeout,
-            close: false,
-        }
+        HandlerTimeout { inner, timeout }
     }
 }
 
@@ -83,7 +80,7 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         HandlerTimeoutFuture::new(
             self.inner.call(request),
-            Deadline::new(Some(self.timeout), self.close),
+            Deadline::new(Some(self.timeout)),
         )
     }
 }

@@ -1,0 +1,88 @@
+//! The write half of a connection: one buffer, written out at once.
+//!
+//! Replies and frames sent through [`Conn`](super::Conn) are encoded into
+//! one buffer, and the buffer is written when a batch of frames is done:
+//! one system call for a whole batch of small replies, which is the
+//! biggest throughput lever in pipelined protocols.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWrite;
+use tokio_util::codec::Encoder;
+
+use super::buffers::{self, BUFFER_SIZE};
+use crate::{BoxError, Error, Frame};
+
+#[derive(Default)]
+pub(super) struct FrameWriter {
+    buffer: BytesMut,
+}
+
+impl FrameWriter {
+    /// Bytes waiting to be written.
+    #[inline]
+    pub(super) fn len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
+        self.buffer.is_empty()
+    }
+
+    /// The buffer, taken from the pool first if it was given back.
+    #[inline]
+    fn buffer(&mut self) -> &mut BytesMut {
+        if self.buffer.capacity() == 0 {
+            buffers::take(&mut self.buffer, BUFFER_SIZE);
+        }
+        &mut self.buffer
+    }
+
+    /// Appends bytes already encoded (sent through `Conn`).
+    #[inline]
+    pub(super) fn put(&mut self, bytes: &[u8]) {
+        self.buffer().extend_from_slice(bytes);
+    }
+
+    /// Encodes `frame`. On failure nothing of it stays in the buffer.
+    #[inline]
+    pub(super) fn encode<C>(&mut self, encoder: &mut C, frame: Frame) -> Result<(), Error>
+    where
+        C: Encoder<Frame>,
+        C::Error: Into<BoxError>,
+    {
+        let buffer = self.buffer();
+        let start = buffer.len();
+        encoder.encode(frame, buffer).map_err(|error| {
+            buffer.truncate(start);
+            Error::from_encode(error.into())
+        })
+    }
+
+    /// Writes everything buffered, then flushes the stream.
+    pub(super) fn poll_flush<T: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut T,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while !self.buffer.is_empty() {
+            let written = ready!(Pin::new(&mut *io).poll_write(cx, &self.buffer))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.buffer.advance(written);
+        }
+        Pin::new(io).poll_flush(cx)
+    }
+
+    /// Gives the buffer back while it is empty.
+    pub(super) fn release(&mut self) {
+        if self.buffer.is_empty() && self.buffer.capacity() > 0 {
+            buffers::give_back(&mut self.buffer);
+        }
+    }
+}
