@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
-use natter::{DelimiterCodec, Error, Frame, JsonCodec};
+use natter::{CodecError, DelimiterCodec, Frame, JsonCodec};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde::{Deserialize, Serialize};
@@ -37,10 +37,10 @@ enum Decoded {
     TooLong,
 }
 
-fn from_natter(item: Result<Frame, Error>) -> Decoded {
+fn from_natter(item: Result<Frame, CodecError>) -> Decoded {
     match item {
         Ok(frame) => Decoded::Frame(frame.to_vec()),
-        Err(Error::FrameTooLong { .. }) => Decoded::TooLong,
+        Err(CodecError::FrameTooLong { .. }) => Decoded::TooLong,
         Err(other) => panic!("unexpected decode error: {other}"),
     }
 }
@@ -443,7 +443,7 @@ async fn connected_pair() -> (TcpStream, TcpStream) {
 }
 
 /// Reads frames from `stream` until the peer closes it.
-async fn read_frames(stream: TcpStream, codec: DelimiterCodec) -> Vec<Result<Frame, Error>> {
+async fn read_frames(stream: TcpStream, codec: DelimiterCodec) -> Vec<Result<Frame, CodecError>> {
     Framed::new(stream, codec).collect().await
 }
 
@@ -543,7 +543,7 @@ async fn framed_ends_the_stream_after_an_oversized_frame() {
         assert_eq!(received[0].as_ref().unwrap(), "ok");
         assert!(matches!(
             received[1],
-            Err(Error::FrameTooLong { limit: 16 })
+            Err(CodecError::FrameTooLong { limit: 16 })
         ));
     })
     .await;

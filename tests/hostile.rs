@@ -74,7 +74,7 @@ fn tally_ready(events: &mut Events, tally: &mut HashMap<String, usize>) {
         let kind = match &event.kind {
             EventKind::Connected => "connected".to_owned(),
             EventKind::Closed => "closed".to_owned(),
-            EventKind::Error(error) => format!("{error:?}")
+            EventKind::Error { error, .. } => format!("{error:?}")
                 .split(['(', ' ', '{'])
                 .next()
                 .unwrap_or("error")
@@ -240,7 +240,7 @@ async fn oversized_frames_and_endless_eof_streams_cost_bounded_heap_and_close_on
     let _alone = alone().await;
     within("the test", async {
         for codec in [DelimiterCodec::lines(), DelimiterCodec::eof()] {
-            let eof_mode = codec.delimiter() == Delimiter::Eof;
+            let eof_mode = *codec.delimiter() == Delimiter::Eof;
             let server = Server::builder().codec(codec);
             let server = start(server.bind("127.0.0.1:0").await.unwrap(), echo);
             let mut events = server.handle.events();
@@ -488,7 +488,13 @@ async fn failing_and_panicking_handlers_cost_only_their_frame_or_their_own_conne
     const PEERS: usize = 50;
     let _shared = shared().await;
     within("the test", async {
-        let server = Server::builder().event_capacity(4096);
+        // Errors are answered in their frame's place; a panic closes.
+        let server = Server::builder()
+            .event_capacity(4096)
+            .on_error(|error: &Error, _: &Conn| match error {
+                Error::Handler(_) => Some(Frame::from("-ERR")),
+                _ => None,
+            });
         let server = start(server.bind("127.0.0.1:0").await.unwrap(), |_: &Conn| {
             service_fn(|frame: Frame| async move {
                 match &frame[..] {
@@ -508,7 +514,7 @@ async fn failing_and_panicking_handlers_cost_only_their_frame_or_their_own_conne
                     .await
                     .unwrap();
                 let (got, _how) = read_until_closed(&mut stream).await;
-                assert_eq!(got, "ok\nok\n");
+                assert_eq!(got, "ok\n-ERR\nok\n");
             });
         }
         while let Some(done) = peers.join_next().await {
@@ -578,11 +584,19 @@ impl Abandoned {
 async fn a_handler_that_never_returns_is_dropped_by_the_handler_timeout_layer() {
     let _shared = shared().await;
     within("the test", async {
+        // Without a hook the connection closes; with one that answers
+        // timeouts, it carries on.
         for close in [false, true] {
             let abandoned = Abandoned::default();
             let timeout = Duration::from_millis(200);
-            let server =
-                Server::builder().layer(HandlerTimeoutLayer::new(timeout).close_connection(close));
+            let server = Server::builder().layer(HandlerTimeoutLayer::new(timeout));
+            let server = if close {
+                server
+            } else {
+                server.on_error(|error: &Error, _: &Conn| {
+                    error.is_timeout().then(|| Frame::from("late"))
+                })
+            };
             let server = start(server.bind("127.0.0.1:0").await.unwrap(), {
                 let abandoned = abandoned.clone();
                 move |_: &Conn| abandoned.service()
@@ -593,15 +607,12 @@ async fn a_handler_that_never_returns_is_dropped_by_the_handler_timeout_layer() 
             client.write_all(b"a\nhang\nb\n").await.unwrap();
             let error = next_error(&mut events, addr_of(&client)).await;
             let took = asked.elapsed();
-            assert!(
-                matches!(error, Error::HandlerTimeout { close: c, .. } if c == close),
-                "{error}"
-            );
+            assert!(matches!(error, Error::HandlerTimeout { .. }), "{error}");
             if close {
                 let (got, _how) = read_until_closed(&mut client).await;
                 assert_eq!(got, "a\n", "nothing after the frame that timed out");
             } else {
-                assert_eq!(read_exactly(&mut client, 4).await, "a\nb\n");
+                assert_eq!(read_exactly(&mut client, 9).await, "a\nlate\nb\n");
                 exchange(&mut client, "c\n", "c\n").await;
             }
             assert_eq!(
@@ -610,8 +621,9 @@ async fn a_handler_that_never_returns_is_dropped_by_the_handler_timeout_layer() 
                 "the stuck handler's future was dropped"
             );
             eprintln!(
-                "never returns, HandlerTimeoutLayer({timeout:?}, close: {close}): reported \
-                 {took:?} after the frame; the future was dropped"
+                "never returns, HandlerTimeoutLayer({timeout:?}, hook: {}): reported \
+                 {took:?} after the frame; the future was dropped",
+                !close
             );
             server.shutdown().await;
         }
@@ -630,7 +642,7 @@ async fn with_frames_in_flight_no_frame_after_one_that_closes_the_connection_is_
         let timeout = Duration::from_millis(100);
         let server = Server::builder()
             .max_in_flight(4)
-            .layer(HandlerTimeoutLayer::new(timeout).close_connection(true));
+            .layer(HandlerTimeoutLayer::new(timeout));
         let server = start(server.bind("127.0.0.1:0").await.unwrap(), |_: &Conn| {
             service_fn(|frame: Frame| async move {
                 // The failing frame takes longer than the ones after it.
@@ -802,7 +814,7 @@ async fn graceful_shutdown_under_load_answers_every_frame_it_received_and_half_w
     const CLIENTS: usize = 40;
     let _shared = shared().await;
     within("the test", async {
-        let handled: Arc<Mutex<HashMap<SocketAddr, usize>>> = Arc::default();
+        let handled: Arc<Mutex<HashMap<natter::Addr, usize>>> = Arc::default();
         let server = Server::builder().max_in_flight(4);
         let server = start(server.bind("127.0.0.1:0").await.unwrap(), {
             let handled = handled.clone();
@@ -810,7 +822,7 @@ async fn graceful_shutdown_under_load_answers_every_frame_it_received_and_half_w
                 let peer = conn.peer_addr();
                 let handled = handled.clone();
                 service_fn(move |frame: Frame| {
-                    *handled.lock().unwrap().entry(peer).or_default() += 1;
+                    *handled.lock().unwrap().entry(peer.clone()).or_default() += 1;
                     async move {
                         if frame.ends_with(b"7") {
                             sleep(Duration::from_millis(2)).await;
@@ -877,7 +889,12 @@ async fn graceful_shutdown_under_load_answers_every_frame_it_received_and_half_w
             let handled = handled.lock().unwrap();
             talkers
                 .iter()
-                .map(|talker| handled.get(&talker.peer).copied().unwrap_or(0))
+                .map(|talker| {
+                    handled
+                        .get(&natter::Addr::from(talker.peer))
+                        .copied()
+                        .unwrap_or(0)
+                })
                 .collect()
         };
         let asked = Instant::now();
@@ -908,7 +925,11 @@ async fn graceful_shutdown_under_load_answers_every_frame_it_received_and_half_w
                 String::from_utf8_lossy(&got[got.len().saturating_sub(40)..])
             );
             let replies = got.iter().filter(|&&b| b == b'\n').count();
-            let handled = handled.lock().unwrap().get(&talker.peer).copied();
+            let handled = handled
+                .lock()
+                .unwrap()
+                .get(&natter::Addr::from(talker.peer))
+                .copied();
             assert_eq!(
                 Some(replies),
                 handled,
@@ -1071,7 +1092,7 @@ async fn by_default_a_handler_that_never_returns_closes_its_connection_after_a_m
     assert!(
         matches!(
             error,
-            Error::HandlerTimeout { timeout, close: true } if timeout == Duration::from_secs(60)
+            Error::HandlerTimeout { timeout } if timeout == Duration::from_secs(60)
         ),
         "{error}"
     );

@@ -86,7 +86,7 @@ impl<'a> Case<'a> {
 
     /// A fresh codec for this case.
     pub fn codec(&self) -> DelimiterCodec {
-        DelimiterCodec::new(self.delimiter).max_frame_length(self.max)
+        DelimiterCodec::new(self.delimiter.clone()).max_frame_length(self.max)
     }
 
     /// The stream cut into reads.

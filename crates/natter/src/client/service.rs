@@ -376,7 +376,7 @@ impl tower::Service<Frame> for Responder {
             // can be trusted to answer the right one. The error closes the
             // connection.
             return ready(Err(
-                "the server sent a frame no request was waiting for".into(),
+                "the server sent a frame no request was waiting for".into()
             ));
         };
         // A caller that gave up dropped its receiver: the answer was its,

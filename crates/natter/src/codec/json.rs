@@ -93,14 +93,18 @@ impl<T: DeserializeOwned> Decoder for JsonCodec<T> {
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<T>, CodecError> {
         self.framing
             .decode(buf)?
-            .map(|frame| serde_json::from_slice(&frame).map_err(|source| CodecError::json(source, &frame)))
+            .map(|frame| {
+                serde_json::from_slice(&frame).map_err(|source| CodecError::json(source, &frame))
+            })
             .transpose()
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<T>, CodecError> {
         self.framing
             .decode_eof(buf)?
-            .map(|frame| serde_json::from_slice(&frame).map_err(|source| CodecError::json(source, &frame)))
+            .map(|frame| {
+                serde_json::from_slice(&frame).map_err(|source| CodecError::json(source, &frame))
+            })
             .transpose()
     }
 }

@@ -291,7 +291,11 @@ impl DelimiterCodec {
     }
 
     /// Single-byte and line mode.
-    fn decode_byte(&mut self, delimiter: u8, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+    fn decode_byte(
+        &mut self,
+        delimiter: u8,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Frame>, CodecError> {
         if self.discarding && !self.discard(delimiter, buf) {
             return Ok(None);
         }
@@ -321,7 +325,11 @@ impl DelimiterCodec {
 
     /// A delimiter of several bytes. A delimiter may straddle two reads, so
     /// the last `len - 1` bytes searched are searched again with the next.
-    fn decode_sequence(&mut self, finder: &memmem::Finder<'_>, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+    fn decode_sequence(
+        &mut self,
+        finder: &memmem::Finder<'_>,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Frame>, CodecError> {
         let len = finder.needle().len();
         if self.discarding {
             match finder.find(buf) {

@@ -347,6 +347,8 @@ fn a_frame_that_would_read_back_shorter_is_refused_for_a_sequence() {
         .encode("xa", &mut out)
         .unwrap_err();
     assert!(matches!(err, CodecError::DelimiterInFrame { offset: 1 }));
-    DelimiterCodec::sequence("ab").encode("xa", &mut out).unwrap();
+    DelimiterCodec::sequence("ab")
+        .encode("xa", &mut out)
+        .unwrap();
     assert_eq!(&out[..], b"xaab");
 }

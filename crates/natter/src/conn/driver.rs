@@ -425,9 +425,8 @@ where
     /// Whether the connection has nothing left but writing; if so, refuses
     /// new frames from `Conn` and takes the ones queued.
     fn finishing(&mut self) -> bool {
-        let finishing = *self.reading == Reading::Done
-            && self.pending.is_none()
-            && self.pipeline.is_empty();
+        let finishing =
+            *self.reading == Reading::Done && self.pending.is_none() && self.pipeline.is_empty();
         if finishing {
             self.outbound.close();
             while let Ok(bytes) = self.outbound.try_recv() {
@@ -460,8 +459,7 @@ where
             }
         }
         let after = self.writer.len();
-        if before >= flush_at && after < before && after < self.limits.write_buffer && !finishing
-        {
+        if before >= flush_at && after < before && after < self.limits.write_buffer && !finishing {
             return Flushed::Again;
         }
         Flushed::Wait

@@ -222,7 +222,8 @@ where
                 shared.signals.clone(),
                 shared.events.clone(),
             );
-            let Ok(service) = connection.make_service(|conn| layer.layer(make_service(conn))) else {
+            let Ok(service) = connection.make_service(|conn| layer.layer(make_service(conn)))
+            else {
                 continue;
             };
             let conn = connection.conn().clone();

@@ -166,7 +166,10 @@ impl<T: Io> Dial for Once<T> {
         let io = io.ok_or_else(|| {
             Error::connect(
                 &self.peer,
-                io::Error::new(io::ErrorKind::NotConnected, "the one stream was used already"),
+                io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the one stream was used already",
+                ),
             )
         })?;
         Ok(Dialled {

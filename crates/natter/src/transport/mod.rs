@@ -291,7 +291,6 @@ macro_rules! delegate_io {
     };
 }
 
-
 delegate_io!(BoundIo {
     Tcp,
     Unix #[cfg(unix)],

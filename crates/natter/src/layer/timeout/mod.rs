@@ -78,9 +78,6 @@ where
 
     #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
-        HandlerTimeoutFuture::new(
-            self.inner.call(request),
-            Deadline::new(Some(self.timeout)),
-        )
+        HandlerTimeoutFuture::new(self.inner.call(request), Deadline::new(Some(self.timeout)))
     }
 }
