@@ -864,3 +864,75 @@ async fn the_chosen_local_address_is_the_one_the_server_sees() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn with_reconnect_a_client_started_before_its_server_waits_for_it() {
+    within(async {
+        // Nothing listens here yet.
+        let addr = refusing_addr();
+        let mut client = Client::builder()
+            .reconnect(Backoff::new(ms(10), ms(50)))
+            .connect_service(addr)
+            .await
+            .expect("with reconnect, a refused first dial is retried, not an error");
+        let mut events = client.events();
+        let asked = tokio::spawn(async move {
+            let ready = client.ready().await?;
+            ready.call("hello".into()).await
+        });
+        // The dial is retried (and each failure reported) while nothing
+        // listens.
+        next_event(&mut events, |kind| {
+            matches!(kind, EventKind::Reconnecting { .. })
+        })
+        .await;
+
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let mut server = accept(&listener).await;
+        assert_eq!(read_line(&mut server).await, "hello\n");
+        server.get_mut().write_all(b"hi\n").await.unwrap();
+        assert_eq!(asked.await.unwrap().unwrap(), "hi");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_reconnect_a_refused_first_dial_is_an_error() {
+    within(async {
+        let addr = refusing_addr();
+        let error = Client::builder().connect_service(addr).await.unwrap_err();
+        assert!(matches!(error, Error::Connect { .. }), "{error}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_answer_over_the_frame_limit_fails_every_waiting_request_at_once() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let mut client = Client::builder()
+            .codec(natter::DelimiterCodec::lines().max_frame_length(16))
+            // Were the waiting requests to wait for the connection's end,
+            // they would wait out this linger, past the test's bound.
+            .linger(Duration::from_secs(60))
+            .connect_service(addr)
+            .await
+            .unwrap();
+        let mut server = accept(&listener).await;
+        let first = client.ready().await.unwrap().call("one".into());
+        let second = client.ready().await.unwrap().call("two".into());
+        assert_eq!(read_line(&mut server).await, "one\n");
+        assert_eq!(read_line(&mut server).await, "two\n");
+        // An answer longer than the client's limit; the server then says
+        // nothing more and keeps the connection open.
+        server
+            .get_mut()
+            .write_all(format!("{}\n", "x".repeat(100)).as_bytes())
+            .await
+            .unwrap();
+        assert!(matches!(first.await, Err(Error::Closed)));
+        assert!(matches!(second.await, Err(Error::Closed)));
+        drop(server);
+    })
+    .await;
+}

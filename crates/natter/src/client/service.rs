@@ -203,6 +203,22 @@ impl ClientService {
         self.current = state;
     }
 
+    /// The server's address, while connected.
+    pub fn peer_addr(&self) -> Option<Addr> {
+        match &*self.control.states.borrow() {
+            LinkState::Up(link) => Some(link.conn.peer_addr()),
+            _ => None,
+        }
+    }
+
+    /// Our end's address, while connected.
+    pub fn local_addr(&self) -> Option<Addr> {
+        match &*self.control.states.borrow() {
+            LinkState::Up(link) => Some(link.conn.local_addr()),
+            _ => None,
+        }
+    }
+
     /// The connection's [`Events`], from now on (including reconnects).
     pub fn events(&self) -> Events {
         self.control.events.subscribe()
