@@ -134,6 +134,13 @@ pub enum Error {
         source: Arc<io::Error>,
     },
 
+    /// TLS could not be set up: a certificate or key file that cannot be
+    /// read or does not fit, no trusted certificates. (A handshake that
+    /// fails is an [`Error::Io`] on a server's connection and an
+    /// [`Error::Connect`] for a client; both say why.)
+    #[error("TLS: {0}")]
+    Tls(Arc<dyn std::error::Error + Send + Sync + 'static>),
+
     /// Connecting took longer than the connect timeout.
     #[error("connecting to {addr} timed out after {timeout:?}")]
     ConnectTimeout {

@@ -103,10 +103,10 @@ impl<L, C> ClientBuilder<L, C> {
     }
 
     /// Speaks TLS to `HOST:PORT` addresses (see
-    /// [`TlsConnector`](crate::tls::TlsConnector) for trust anchors and the
+    /// [`TlsConnector`](crate::transport::tls::TlsConnector) for trust anchors and the
     /// server name).
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, connector: crate::tls::TlsConnector) -> Self {
+    pub fn tls(mut self, connector: crate::transport::tls::TlsConnector) -> Self {
         self.options.tls = Some(connector);
         self
     }

@@ -34,7 +34,7 @@ pub trait Target {
 pub struct DialOptions {
     pub(crate) local_addr: Option<SocketAddr>,
     #[cfg(feature = "tls")]
-    pub(crate) tls: Option<crate::tls::TlsConnector>,
+    pub(crate) tls: Option<crate::transport::tls::TlsConnector>,
 }
 
 impl<D: Dial> Target for D {
@@ -88,7 +88,7 @@ pub enum AddrDialer {
     Unix(UnixDialer),
     /// `HOST:PORT` with TLS.
     #[cfg(feature = "tls")]
-    Tls(crate::tls::TlsDialer<TcpDialer>),
+    Tls(crate::transport::tls::TlsDialer<TcpDialer>),
 }
 
 impl AddrDialer {
@@ -109,7 +109,7 @@ impl AddrDialer {
         }
         #[cfg(feature = "tls")]
         if let Some(connector) = &options.tls {
-            return Ok(AddrDialer::Tls(crate::tls::TlsDialer::new(
+            return Ok(AddrDialer::Tls(crate::transport::tls::TlsDialer::new(
                 tcp,
                 connector.clone(),
                 addr,
@@ -145,7 +145,7 @@ impl Dial for AddrDialer {
             AddrDialer::Tls(dialer) => {
                 let dialled = dialer.dial().await?;
                 Ok(Dialled {
-                    io: BoundIo::Tls(dialled.io),
+                    io: BoundIo::Tls(Box::new(dialled.io)),
                     peer: dialled.peer,
                     local: dialled.local,
                 })

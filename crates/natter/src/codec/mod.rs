@@ -368,34 +368,44 @@ impl DelimiterCodec {
 
     /// Checks that `data` can be sent as one frame: within the limit, and
     /// without the delimiter inside it (or, for a sequence, across its end).
+    #[inline]
     pub(crate) fn check_frame(&self, data: &[u8]) -> Result<(), CodecError> {
         if data.len() > self.max_frame_length {
-            return Err(CodecError::FrameTooLongToSend {
-                len: data.len(),
-                limit: self.max_frame_length,
-            });
+            return Err(self.too_long_to_send(data.len()));
         }
         let offset = match &self.delimiter {
-            Delimiter::Byte(byte) => find(*byte, data),
             Delimiter::Line => find(b'\n', data),
-            Delimiter::Sequence(sequence) => {
-                let finder = self.finder.as_deref().expect("a sequence has a finder");
-                finder.find(data).or_else(|| {
-                    // "xa" + delimiter "aa" reads back as "x": the first
-                    // delimiter on the wire must be the one we append.
-                    let tail = data.len().saturating_sub(sequence.len() - 1);
-                    let mut window = data[tail..].to_vec();
-                    window.extend_from_slice(sequence);
-                    let first = finder.find(&window)?;
-                    (tail + first < data.len()).then_some(tail + first)
-                })
-            }
+            Delimiter::Byte(byte) => find(*byte, data),
+            Delimiter::Sequence(_) => self.find_sequence_in(data),
             Delimiter::Eof => None,
         };
         match offset {
             Some(offset) => Err(CodecError::DelimiterInFrame { offset }),
             None => Ok(()),
         }
+    }
+
+    #[cold]
+    fn too_long_to_send(&self, len: usize) -> CodecError {
+        CodecError::FrameTooLongToSend {
+            len,
+            limit: self.max_frame_length,
+        }
+    }
+
+    /// Where a sequence delimiter would be read in `data` followed by the
+    /// delimiter, if not at its end: "xa" + delimiter "aa" reads back as
+    /// "x", so the first delimiter on the wire must be the one appended.
+    fn find_sequence_in(&self, data: &[u8]) -> Option<usize> {
+        let finder = self.finder.as_deref()?;
+        let sequence = finder.needle();
+        finder.find(data).or_else(|| {
+            let tail = data.len().saturating_sub(sequence.len() - 1);
+            let mut window = data[tail..].to_vec();
+            window.extend_from_slice(sequence);
+            let first = finder.find(&window)?;
+            (tail + first < data.len()).then_some(tail + first)
+        })
     }
 
     /// Appends the delimiter.
@@ -503,12 +513,27 @@ impl<T: AsRef<[u8]>> Encoder<T> for DelimiterCodec {
     #[inline]
     fn encode(&mut self, item: T, dst: &mut BytesMut) -> Result<(), CodecError> {
         let data = item.as_ref();
-        self.check_frame(data)?;
         // The frame's bytes, then the delimiter: nothing else, even for a
         // line ending in `\r` (`a\r\r\n` is answered `a\r\n`).
-        dst.reserve(data.len() + 4);
+        let byte = match &self.delimiter {
+            Delimiter::Line => b'\n',
+            Delimiter::Byte(byte) => *byte,
+            Delimiter::Sequence(_) | Delimiter::Eof => {
+                self.check_frame(data)?;
+                dst.extend_from_slice(data);
+                self.put_delimiter(dst);
+                return Ok(());
+            }
+        };
+        if data.len() > self.max_frame_length {
+            return Err(self.too_long_to_send(data.len()));
+        }
+        if let Some(offset) = find(byte, data) {
+            return Err(CodecError::DelimiterInFrame { offset });
+        }
+        dst.reserve(data.len() + 1);
         dst.put_slice(data);
-        self.put_delimiter(dst);
+        dst.put_u8(byte);
         Ok(())
     }
 }

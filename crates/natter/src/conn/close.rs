@@ -3,24 +3,29 @@
 //! Closing a socket that still holds unread bytes makes the kernel send a
 //! reset, and a reset can destroy replies the peer has not read yet. So a
 //! connection that finished sends FIN, then reads and discards whatever
-//! the peer still sends until it closes too, for at most a short linger.
+//! the peer still sends until it closes too, for at most a short linger
+//! (the driver's timer bounds it).
 
-use std::time::Duration;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Sends FIN, then reads and discards until the peer closes or `linger`
-/// passes.
-pub(super) async fn close_politely<T>(io: &mut T, linger: Duration)
+/// Sends FIN (once it can), then reads and discards until the peer closes
+/// or the stream fails. The caller bounds it in time.
+pub(super) fn poll_close_politely<T>(io: &mut T, cx: &mut Context<'_>) -> Poll<()>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    if io.shutdown().await.is_err() {
-        return;
+    if ready!(Pin::new(&mut *io).poll_shutdown(cx)).is_err() {
+        return Poll::Ready(());
     }
-    let _ = tokio::time::timeout(linger, async {
-        let mut scratch = [0u8; 1024];
-        while let Ok(1..) = io.read(&mut scratch).await {}
-    })
-    .await;
+    let mut scratch = [0u8; 1024];
+    loop {
+        let mut buf = ReadBuf::new(&mut scratch);
+        match ready!(Pin::new(&mut *io).poll_read(cx, &mut buf)) {
+            Ok(()) if !buf.filled().is_empty() => continue,
+            _ => return Poll::Ready(()),
+        }
+    }
 }

@@ -1,12 +1,15 @@
 //! [`Connection`]: the one way a connection is built and run, for the
 //! server and the client alike.
 
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use pin_project_lite::pin_project;
 use tower::Service;
-use tracing::Instrument;
 
-use super::driver::{self, Signals};
+use super::driver::{Driver, Exit, Signals};
 use super::{Conn, ConnConfig, Outbound};
 use crate::codec::FrameCodec;
 use crate::event::{EventKind, EventSender};
@@ -70,20 +73,26 @@ impl<T: Io, C: FrameCodec> Connection<T, C> {
         })
     }
 
-    /// Runs the connection to its end, in a tracing span that names it, and
-    /// returns the last error it reported. Never panics on anything the
-    /// peer or the service does: every failure becomes an event.
+    /// The connection's future: runs it to its end, in a tracing span that
+    /// names it, and returns the last error it reported. Never panics on
+    /// anything the peer or the service does: every failure becomes an
+    /// event.
     ///
     /// When the stream and the service are gone, `forget` runs, and only
     /// then do [`Conn::closed`] and the `Closed` event announce the end: a
     /// caller that keeps books on its connections (the server's list and
     /// slots) updates them in `forget`, so that whoever waits for the end
     /// finds the connection already forgotten.
-    pub(crate) async fn run<S>(self, service: S, forget: impl FnOnce()) -> Option<Error>
+    ///
+    /// A hand-written future rather than an `async fn`: an idle connection
+    /// is this future and nothing else, and an `async fn` would keep a
+    /// copy of every argument beside the driver made from them.
+    pub(crate) fn run<S, G>(self, service: S, forget: G) -> Running<T, C, S, G>
     where
         S: Service<Frame>,
         S::Response: IntoReply,
         S::Error: Into<BoxError>,
+        G: FnOnce(),
     {
         let span = tracing::info_span!(
             "conn",
@@ -91,22 +100,82 @@ impl<T: Io, C: FrameCodec> Connection<T, C> {
             transport = self.conn.transport(),
             peer = %self.conn.peer_addr_ref(),
         );
-        let conn = self.conn.clone();
-        let events = self.events.clone();
-        let last_error = driver::drive(
-            self.io,
-            service,
-            self.conn,
-            self.outbound,
-            self.config,
-            self.signals,
-            self.events,
-        )
-        .instrument(span)
-        .await;
-        forget();
-        conn.mark_closed();
-        events.send(conn.peer_addr_ref(), EventKind::Closed);
-        last_error
+        span.in_scope(|| {
+            self.events
+                .send(self.conn.peer_addr_ref(), EventKind::Connected);
+        });
+        Running {
+            driver: Driver::new(
+                self.io,
+                service,
+                self.conn,
+                self.outbound,
+                self.config,
+                &self.signals,
+                self.events,
+            ),
+            phase: Phase::Driving,
+            span,
+            forget: Some(forget),
+        }
+    }
+}
+
+/// Where a [`Running`] connection is.
+enum Phase {
+    Driving,
+    Closing,
+    Done,
+}
+
+pin_project! {
+    /// A connection's future; see [`Connection::run`].
+    pub(crate) struct Running<T, C, S: Service<Frame, Error: Into<BoxError>>, G> {
+        #[pin]
+        driver: Driver<T, C, S, S::Future>,
+        phase: Phase,
+        span: tracing::Span,
+        forget: Option<G>,
+    }
+}
+
+impl<T, C, S, G> Future for Running<T, C, S, G>
+where
+    T: Io,
+    C: FrameCodec,
+    S: Service<Frame>,
+    S::Response: IntoReply,
+    S::Error: Into<BoxError>,
+    G: FnOnce(),
+{
+    type Output = Option<Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Error>> {
+        let mut this = self.project();
+        let _entered = this.span.enter();
+        loop {
+            match this.phase {
+                Phase::Driving => match this.driver.as_mut().poll_drive(cx) {
+                    Poll::Ready(Exit::Finished) => *this.phase = Phase::Closing,
+                    Poll::Ready(Exit::Aborted) => *this.phase = Phase::Done,
+                    Poll::Pending => return Poll::Pending,
+                },
+                Phase::Closing => match this.driver.as_mut().poll_close(cx) {
+                    Poll::Ready(()) => *this.phase = Phase::Done,
+                    Poll::Pending => return Poll::Pending,
+                },
+                Phase::Done => {
+                    let Some(forget) = this.forget.take() else {
+                        panic!("a connection's future polled after it finished");
+                    };
+                    let last_error = this.driver.as_mut().take_last_error();
+                    let (conn, events) = this.driver.as_mut().parts();
+                    forget();
+                    conn.mark_closed();
+                    events.send(conn.peer_addr_ref(), EventKind::Closed);
+                    return Poll::Ready(last_error);
+                }
+            }
+        }
     }
 }

@@ -27,9 +27,9 @@
 //!   the peer gets our last bytes rather than a reset;
 //! * a cut, a write timeout or a dead stream end it at once.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::Service;
 
-use super::close::close_politely;
+use super::close;
 use super::offer::{Offer, offer};
 use super::pipeline::{HandlerFuture, Pipeline};
 use super::read::{FrameReader, ReadError};
@@ -76,7 +76,8 @@ enum Reading {
     Done,
 }
 
-enum Exit {
+/// How [`poll_drive`](Driver::poll_drive) ended.
+pub(super) enum Exit {
     /// Every reply written: close politely.
     Finished,
     /// Drop the stream now.
@@ -89,18 +90,10 @@ struct Limits {
     write_timeout: Option<Duration>,
     write_buffer: usize,
     max_in_flight: usize,
+    linger: Duration,
 }
 
-/// Runs one connection to its end; returns the last error it reported.
-pub(super) async fn drive<T, C, S>(
-    io: T,
-    service: S,
-    conn: Conn,
-    outbound: Outbound,
-    config: ConnConfig<C>,
-    signals: Signals,
-    events: EventSender,
-) -> Option<Error>
+impl<T, C, S> Driver<T, C, S, S::Future>
 where
     T: Io,
     C: FrameCodec,
@@ -108,53 +101,56 @@ where
     S::Response: IntoReply,
     S::Error: Into<BoxError>,
 {
-    events.send(conn.peer_addr_ref(), EventKind::Connected);
-    let now = Instant::now();
-    let idle_deadline = config.idle_timeout.map_or(now, |timeout| now + timeout);
-    let linger = config.linger;
-    let mut driver = pin!(Driver {
-        io,
-        reader: FrameReader::new(config.codec.clone()),
-        writer: FrameWriter::default(),
-        encoder: config.codec,
-        service,
-        pipeline: Pipeline::new(config.max_in_flight, config.handler_timeout),
-        pending: None,
-        failed: false,
-        outbound: outbound.receiver,
-        reading: Reading::Open,
-        idle_deadline,
-        idle_timer: sleep_until(idle_deadline),
-        write_deadline: None,
-        write_timer: sleep_until(now),
-        close: Box::pin(conn.close_token().clone().cancelled_owned()),
-        shutdown: Box::pin(signals.shutdown.cancelled_owned()),
-        cut: Box::pin(signals.cut.clone().cancelled_owned()),
-        conn,
-        events,
-        limits: Limits {
-            idle_timeout: config.idle_timeout,
-            write_timeout: config.write_timeout,
-            write_buffer: config.write_buffer,
-            max_in_flight: config.max_in_flight,
-        },
-        on_error: config.on_error,
-        last_error: None,
-    });
-    let exit = poll_fn(|cx| driver.as_mut().poll_drive(cx)).await;
-    if let Exit::Finished = exit {
-        let io = driver.as_mut().project().io;
-        tokio::select! {
-            () = signals.cut.cancelled() => {}
-            () = close_politely(io, linger) => {}
+    /// A driver for one connection, ready to be polled.
+    pub(super) fn new(
+        io: T,
+        service: S,
+        conn: Conn,
+        outbound: Outbound,
+        config: ConnConfig<C>,
+        signals: &Signals,
+        events: EventSender,
+    ) -> Self {
+        let now = Instant::now();
+        let idle_deadline = config.idle_timeout.map_or(now, |timeout| now + timeout);
+        Driver {
+            io,
+            reader: FrameReader::new(config.codec.clone()),
+            writer: FrameWriter::default(),
+            encoder: config.codec,
+            service,
+            pipeline: Pipeline::new(config.max_in_flight, config.handler_timeout),
+            pending: None,
+            failed: false,
+            outbound: outbound.receiver,
+            reading: Reading::Open,
+            idle_deadline,
+            idle_timer: sleep_until(idle_deadline),
+            write_deadline: None,
+            write_timer: sleep_until(now),
+            close: Box::pin(conn.close_token().clone().cancelled_owned()),
+            shutdown: Box::pin(signals.shutdown.clone().cancelled_owned()),
+            cut: Box::pin(signals.cut.clone().cancelled_owned()),
+            conn,
+            events,
+            limits: Limits {
+                idle_timeout: config.idle_timeout,
+                write_timeout: config.write_timeout,
+                write_buffer: config.write_buffer,
+                max_in_flight: config.max_in_flight,
+                linger: config.linger,
+            },
+            on_error: config.on_error,
+            last_error: None,
+            shut: false,
         }
     }
-    driver.project().last_error.take()
 }
 
 pin_project! {
+    /// One connection's state, polled by the connection's future.
     #[project = Step]
-    struct Driver<T, C, S, F: HandlerFuture> {
+    pub(super) struct Driver<T, C, S, F: HandlerFuture> {
         io: T,
         reader: FrameReader<C>,
         writer: FrameWriter,
@@ -186,8 +182,10 @@ pin_project! {
         events: EventSender,
         limits: Limits,
         on_error: Option<ErrorHook>,
-        // What `drive` returns: the last error reported.
+        // What the connection returns: the last error reported.
         last_error: Option<Error>,
+        // Closing politely: FIN sent.
+        shut: bool,
     }
 }
 
@@ -220,7 +218,8 @@ where
     S::Response: IntoReply,
     S::Error: Into<BoxError>,
 {
-    fn poll_drive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exit> {
+    /// Runs the connection until it has nothing left to do.
+    pub(super) fn poll_drive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exit> {
         let mut this = self.project();
         if this.signals(cx) {
             return Poll::Ready(Exit::Aborted);
@@ -262,6 +261,37 @@ where
             this.release();
             return Poll::Pending;
         }
+    }
+
+    /// Closes politely (see [`close`](super::close)), within the linger;
+    /// a cut ends it at once.
+    pub(super) fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        if this.cut.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if !*this.shut {
+            *this.shut = true;
+            let linger = Instant::now().checked_add(this.limits.linger);
+            if let Some(deadline) = linger {
+                this.write_timer.as_mut().reset(deadline);
+            }
+        }
+        if this.write_timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        close::poll_close_politely(this.io, cx)
+    }
+
+    /// The last error the connection reported.
+    pub(super) fn take_last_error(self: Pin<&mut Self>) -> Option<Error> {
+        self.project().last_error.take()
+    }
+
+    /// The connection's context and event sender, for its end.
+    pub(super) fn parts(self: Pin<&mut Self>) -> (&Conn, &EventSender) {
+        let this = self.project();
+        (this.conn, this.events)
     }
 }
 

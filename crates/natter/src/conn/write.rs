@@ -49,7 +49,7 @@ impl FrameWriter {
     }
 
     /// Encodes `frame`. On failure nothing of it stays in the buffer.
-    #[inline]
+    #[inline(always)]
     pub(super) fn encode<C>(&mut self, encoder: &mut C, frame: Frame) -> Result<(), Error>
     where
         C: Encoder<Frame>,
@@ -57,10 +57,17 @@ impl FrameWriter {
     {
         let buffer = self.buffer();
         let start = buffer.len();
-        encoder.encode(frame, buffer).map_err(|error| {
-            buffer.truncate(start);
-            Error::from_encode(error.into())
-        })
+        match encoder.encode(frame, buffer) {
+            Ok(()) => Ok(()),
+            Err(error) => Err(self.unencodable(start, error.into())),
+        }
+    }
+
+    /// Takes back what a failed encoder wrote.
+    #[cold]
+    fn unencodable(&mut self, start: usize, error: BoxError) -> Error {
+        self.buffer.truncate(start);
+        Error::from_encode(error)
     }
 
     /// Writes everything buffered, then flushes the stream.

@@ -45,7 +45,7 @@ pub struct ServerBuilder<L, C = DelimiterCodec> {
     event_capacity: usize,
     backlog: u32,
     #[cfg(feature = "tls")]
-    tls: Option<crate::tls::TlsAcceptor>,
+    tls: Option<crate::transport::tls::TlsAcceptor>,
     layer: L,
 }
 
@@ -120,10 +120,10 @@ impl<L, C> ServerBuilder<L, C> {
     }
 
     /// Speaks TLS on the TCP listener [`bind`](Self::bind) makes (see
-    /// [`TlsAcceptor`](crate::tls::TlsAcceptor) for certificates and the
+    /// [`TlsAcceptor`](crate::transport::tls::TlsAcceptor) for certificates and the
     /// handshake timeout).
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, acceptor: crate::tls::TlsAcceptor) -> Self {
+    pub fn tls(mut self, acceptor: crate::transport::tls::TlsAcceptor) -> Self {
         self.tls = Some(acceptor);
         self
     }
@@ -212,7 +212,7 @@ impl<L, C> ServerBuilder<L, C> {
             .map_err(|source| Error::bind(&addr, source))?;
         #[cfg(feature = "tls")]
         if let Some(acceptor) = self.tls.clone() {
-            let listener = crate::tls::TlsListener::new(listener, acceptor);
+            let listener = crate::transport::tls::TlsListener::new(listener, acceptor);
             return self.listen(Bound::Tls(listener));
         }
         self.listen(Bound::Tcp(listener))

@@ -20,7 +20,7 @@
 //! What is particular to one transport is an option of that transport, not
 //! an assumption of the driver: TCP's listen backlog and `TCP_NODELAY` live
 //! in [`tcp`], the stale socket file in [`unix`], certificates and the
-//! handshake timeout in `tls`. The one thing the driver asks of a stream
+//! handshake timeout in `tls` (the `tls` feature, on by default). The one thing the driver asks of a stream
 //! beyond reading and writing is [`Io::has_unread_input`], which lets a
 //! graceful shutdown answer every byte the peer sent before it.
 //!
@@ -34,6 +34,8 @@
 mod addr;
 pub mod memory;
 pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 #[cfg(unix)]
 pub mod unix;
 
@@ -94,6 +96,16 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// in-memory pipe: a read that waits proves it empty).
     fn has_unread_input(&self) -> bool {
         false
+    }
+}
+
+impl<T: Io + ?Sized> Io for Box<T> {
+    fn transport(&self) -> &'static str {
+        (**self).transport()
+    }
+
+    fn has_unread_input(&self) -> bool {
+        (**self).has_unread_input()
     }
 }
 
@@ -164,7 +176,7 @@ pub enum Bound {
     Unix(unix::UnixListener),
     /// `IP:PORT` with TLS.
     #[cfg(feature = "tls")]
-    Tls(crate::tls::TlsListener<tcp::TcpListener>),
+    Tls(crate::transport::tls::TlsListener<tcp::TcpListener>),
 }
 
 /// A stream [`Bound`] accepted.
@@ -176,9 +188,10 @@ pub enum BoundIo {
     /// A Unix socket.
     #[cfg(unix)]
     Unix(tokio::net::UnixStream),
-    /// TLS over TCP.
+    /// TLS over TCP. Boxed: a TLS session's state is large, and a plain
+    /// TCP connection should not carry room for it.
     #[cfg(feature = "tls")]
-    Tls(crate::tls::TlsStream<tokio::net::TcpStream>),
+    Tls(Box<crate::transport::tls::TlsStream<tokio::net::TcpStream>>),
 }
 
 impl Listener for Bound {
@@ -198,7 +211,7 @@ impl Listener for Bound {
             #[cfg(feature = "tls")]
             Bound::Tls(listener) => {
                 let (io, peer) = listener.accept().await?;
-                Ok((BoundIo::Tls(io), peer))
+                Ok((BoundIo::Tls(Box::new(io)), peer))
             }
         }
     }
