@@ -6,7 +6,7 @@
 //! printf 'hello\nworld\n' | cargo run --release --example client -- --connect 127.0.0.1:7878 --pipeline 8
 //! ```
 //!
-//! The command line is specified in CONTRACT.md ("client example"). It is
+//! Its command line is documented in docs/cli.md ("client"). It is
 //! built on [`ClientService`](natter::ClientService), the client as a
 //! request/response `tower::Service`: up to `--pipeline` requests are in
 //! flight on the one connection, and each gets its own response.

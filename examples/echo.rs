@@ -4,7 +4,7 @@
 //! cargo run --release --example echo -- --listen 127.0.0.1:7878 --delim 10
 //! ```
 //!
-//! The command line is specified in CONTRACT.md ("echo example"). The
+//! Its command line is documented in docs/cli.md ("echo"). The
 //! whole server is one builder and one closure; everything else (framing,
 //! limits, idle timeout, draining on SIGINT/SIGTERM) is natter's.
 

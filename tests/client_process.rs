@@ -1,5 +1,5 @@
 //! The `client` example as its users meet it: a process that reads stdin
-//! and talks to the `echo` example, checked against CONTRACT.md section 3.
+//! and talks to the `echo` example, checked against docs/cli.md ("client").
 //!
 //! Both examples run as separate processes, built from this checkout into
 //! the same target directory as this test.

@@ -503,7 +503,7 @@ async fn crlf_lines_from_a_raw_peer_arrive_without_their_cr() {
 
 #[tokio::test]
 async fn frames_echoed_through_framed_are_their_bytes_plus_the_delimiter() {
-    // The echo contract (shared/CONTRACT.md) at the codec level: `a\r\r\n`
+    // The echo example's rule (docs/cli.md) at the codec level: `a\r\r\n`
     // is the frame `a\r`, written back as `a\r\n`; CRLF comes back as LF.
     within_timeout(async {
         let (mut client, server) = connected_pair().await;

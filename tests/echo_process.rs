@@ -1,5 +1,5 @@
 //! The echo example as its users meet it: a process with a command line,
-//! stdout, stderr, an exit code and a port (CONTRACT.md, "echo example").
+//! stdout, stderr, an exit code and a port (docs/cli.md, "echo").
 //!
 //! Each test runs the built example binary on a free loopback port, reads
 //! the address from its first stdout line and talks to it over TCP. Every

@@ -1,12 +1,19 @@
-//! natter: long-lived, delimiter-framed TCP conversations, as a tokio-util
-//! codec plus a tower middleware stack.
+//! natter: long-lived, delimiter-framed conversations over TCP, TLS, Unix
+//! sockets or any stream, as a tokio-util codec plus a tower middleware
+//! stack.
 //!
 //! Each connection is a service pipeline: bytes are cut into [`Frame`]s by
-//! a [`DelimiterCodec`], each frame is handed to your
+//! a [`DelimiterCodec`] (or any codec), each frame is handed to your
 //! [`tower::Service<Frame>`](tower::Service) (or a closure), and its
 //! response is written back in order. Timeouts, connection limits, panic
 //! isolation, error reporting and graceful shutdown come from natter's
 //! layers and options, and any other tower layer composes with them.
+//!
+//! Every frame gets exactly one reply, a deliberate "no reply", or, when
+//! it fails, the reply of an [`on_error`](ServerBuilder::on_error) hook;
+//! otherwise the connection closes after the replies before it. A
+//! pipelining peer therefore never gets an answer meant for another
+//! request.
 //!
 //! # A complete server
 //!
@@ -31,8 +38,9 @@
 //!         .serve_with_shutdown(
 //!             |conn: &Conn| {
 //!                 let peer = conn.peer_addr();
-//!                 service_fn(move |frame: Frame| async move {
-//!                     Ok::<_, natter::Error>(format!("{peer} said {} bytes", frame.len()))
+//!                 service_fn(move |frame: Frame| {
+//!                     let reply = format!("{peer} said {} bytes", frame.len());
+//!                     async move { Ok::<_, natter::Error>(reply) }
 //!                 })
 //!             },
 //!             shutdown,
@@ -43,11 +51,15 @@
 //!
 //! # The parts
 //!
-//! * [`codec`]: [`DelimiterCodec`] (any delimiter byte, line mode with
-//!   `\r\n`, read-to-EOF mode, a frame limit) and [`JsonCodec`]. Plain
-//!   tokio-util codecs, usable on any `Framed`.
+//! * [`codec`]: [`DelimiterCodec`] (any delimiter byte or sequence, line
+//!   mode with `\r\n`, read-to-EOF mode, a frame limit) and [`JsonCodec`].
+//!   Plain tokio-util codecs, usable on any `Framed`; [`codec::Frames`]
+//!   puts any other codec on a natter connection.
+//! * [`transport`]: where bytes come from. TCP, Unix sockets, TLS, in
+//!   memory, or yours through the [`Listener`](transport::Listener) and
+//!   [`Dial`](transport::Dial) seams; [`Addr`] names a peer of any of them.
 //! * [`conn`]: [`Conn`], a connection's context (addresses, send, close),
-//!   and the driver that runs `Framed` -> layers -> service for every
+//!   and the driver that runs stream -> codec -> layers -> service for every
 //!   connection, server or client.
 //! * [`layer`]: per-frame middleware ([`HandlerTimeoutLayer`](layer::HandlerTimeoutLayer),
 //!   [`CatchPanicLayer`](layer::CatchPanicLayer)).

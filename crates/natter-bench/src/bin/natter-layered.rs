@@ -3,7 +3,7 @@
 //! handler timeout, 60 s; panic isolation, always on), plus a
 //! `HandlerTimeoutLayer` (5 s) stacked by the user. The suite runs it
 //! beside the plain `echo` example, which turns the idle and handler
-//! timeouts off as CONTRACT.md asks, to measure what the protections cost
+//! timeouts off (docs/cli.md), to measure what the protections cost
 //! per frame end to end. The handler is the echo example's own.
 //!
 //! ```text

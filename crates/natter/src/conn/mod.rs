@@ -8,7 +8,7 @@
 //! idle timeout, bounded write buffering with its write timeout, closing
 //! after the frame in hand, and draining on graceful shutdown.
 //!
-//! Its parts, one file each: [`Connection`] assembles a connection (the one
+//! Its parts, one file each: `Connection` assembles a connection (the one
 //! way the server and the client build one); the driver runs its steps
 //! (signals, queued frames, replies, new frames, flush, timers); the read
 //! and write halves hold the buffers (lent by a per-thread pool while

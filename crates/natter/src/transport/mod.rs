@@ -8,8 +8,8 @@
 //! * a [`Listener`] accepts them for a [`Server`](crate::Server)
 //!   ([`ServerBuilder::listener`](crate::ServerBuilder::listener));
 //! * a [`Dial`] opens them for a [`Client`](crate::Client) or
-//!   [`ClientService`](crate::ClientService)
-//!   ([`ClientBuilder::dial`](crate::ClientBuilder::dial)), again on every
+//!   [`ClientService`](crate::ClientService) (every `connect` method of
+//!   [`ClientBuilder`](crate::ClientBuilder) takes one), again on every
 //!   reconnect.
 //!
 //! Both report where each end is as an [`Addr`], which covers every
@@ -29,7 +29,7 @@
 //! | TCP | [`ServerBuilder::bind`](crate::ServerBuilder::bind)`("IP:PORT")` | `connect("HOST:PORT")` | [`Addr::Tcp`] |
 //! | Unix socket | `bind("unix:PATH")` | `connect("unix:PATH")` | [`Addr::Unix`] |
 //! | TLS over TCP | `.tls(..)` then `bind("IP:PORT")` | `.tls(..)` then `connect("HOST:PORT")` | [`Addr::Tcp`] |
-//! | in memory | [`Server::serve_io`](crate::Server::serve_io) | [`ClientBuilder::connect_io`](crate::ClientBuilder::connect_io) | [`Addr::Memory`] |
+//! | in memory | `.listener(`[`memory::channel`]`().0)`, or [`ServerBuilder::serve_io`](crate::ServerBuilder::serve_io) for one stream | `connect(dialer)`, or [`memory::Once`] for one stream | [`Addr::Memory`] |
 
 mod addr;
 pub mod memory;
