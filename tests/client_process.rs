@@ -59,8 +59,7 @@ fn build_examples(profile_dir: &Path) {
         Some(other) => other,
         None => panic!("no profile directory in {}", profile_dir.display()),
     };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = std::process::Command::new(cargo)
+    let status = support::cargo_command()
         .args([
             "build",
             "--quiet",

@@ -41,7 +41,7 @@ fn echo_binary() -> &'static Path {
             Some(other) => other,
             None => panic!("unexpected profile directory {}", profile_dir.display()),
         };
-        let status = std::process::Command::new(env!("CARGO"))
+        let status = support::cargo_command()
             .args([
                 "build",
                 "--quiet",

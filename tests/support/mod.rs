@@ -293,3 +293,32 @@ pub async fn unresponsive_listener() -> (TcpListener, Vec<TcpStream>, SocketAddr
     }
     panic!("connecting to {addr} never hung: cannot simulate an unresponsive server here");
 }
+
+/// A `cargo` command for a test to build the examples with, in the
+/// environment a plain `cargo build` would have.
+///
+/// A test runs with the variables cargo sets for it (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_NAME`...). Build scripts that watch them (ring's does) would
+/// see them change and rebuild their crate and everything above it, every
+/// time a test builds the examples; so they are removed.
+pub fn cargo_command() -> std::process::Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let kept = ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_INCREMENTAL"].contains(&name)
+            || [
+                "CARGO_BUILD_",
+                "CARGO_NET_",
+                "CARGO_REGISTRIES_",
+                "CARGO_PROFILE_",
+                "CARGO_TERM_",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix));
+        if (name.starts_with("CARGO_") && !kept) || name == "OUT_DIR" {
+            command.env_remove(name);
+        }
+    }
+    command
+}

@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -19,6 +20,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::Error;
+use crate::stats::Counters;
 use crate::transport::Addr;
 
 /// How many events a reader may fall behind by default before the oldest
@@ -101,32 +103,50 @@ impl fmt::Display for Event {
     }
 }
 
-/// The publishing side, shared by every connection of a server or client.
+/// The publishing side, shared by every connection of a server or client,
+/// with the counters of the [`Stats`](crate::stats::Stats) they keep.
 #[derive(Debug, Clone)]
 pub(crate) struct EventSender {
     sender: broadcast::Sender<Event>,
+    counters: Arc<Counters>,
 }
 
 impl EventSender {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, counters: Arc<Counters>) -> Self {
         EventSender {
             sender: broadcast::channel(capacity.max(1)).0,
+            counters,
         }
     }
 
-    /// Publishes `kind` for `peer`, and logs it. Never waits.
+    /// The counters this server or client keeps.
+    pub(crate) fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Publishes `kind` for `peer`, counts it, and logs it. Never waits.
     pub(crate) fn send(&self, peer: &Addr, kind: EventKind) {
         match &kind {
-            EventKind::Connected => tracing::debug!(%peer, "connected"),
+            EventKind::Connected => {
+                self.counters.connected();
+                tracing::debug!(%peer, "connected")
+            }
             EventKind::Closed => tracing::debug!(%peer, "closed"),
             EventKind::Reconnecting { attempt, delay } => {
+                self.counters.reconnecting();
                 tracing::info!(%peer, attempt, ?delay, "reconnecting")
             }
             EventKind::Error {
                 error,
                 closing: true,
-            } => tracing::warn!(%peer, %error, "closing connection"),
-            EventKind::Error { error, .. } => tracing::warn!(%peer, %error, "error"),
+            } => {
+                self.counters.error(error);
+                tracing::warn!(%peer, %error, "closing connection")
+            }
+            EventKind::Error { error, .. } => {
+                self.counters.error(error);
+                tracing::warn!(%peer, %error, "error")
+            }
         }
         // No reader is not an error: tracing has the event.
         if self.sender.receiver_count() > 0 {
@@ -209,7 +229,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_that_falls_behind_counts_what_it_missed() {
-        let sender = EventSender::new(4);
+        let sender = EventSender::new(4, Arc::new(Counters::new("server", None)));
         let mut events = sender.subscribe();
         let peer = Addr::from("127.0.0.1:1".parse::<std::net::SocketAddr>().unwrap());
         for _ in 0..10 {

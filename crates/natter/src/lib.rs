@@ -68,6 +68,8 @@
 //! * [`Client`], [`ClientService`]: dial, send, handle server frames, or
 //!   request/response as a tower service with optional reconnect.
 //! * [`Events`]: what happened on which connection, never blocking.
+//! * [`stats`]: the same in numbers, as a [`Stats`] snapshot and through
+//!   the `metrics` facade.
 //! * [`Error`]: every failure, typed.
 #![warn(missing_docs)]
 
@@ -80,6 +82,7 @@ mod frame;
 pub mod layer;
 mod reply;
 mod server;
+pub mod stats;
 pub mod transport;
 
 pub use client::{Client, ClientBuilder, ClientService};
@@ -90,6 +93,7 @@ pub use event::{Event, EventKind, Events};
 pub use frame::Frame;
 pub use reply::IntoReply;
 pub use server::{Server, ServerBuilder, ServerHandle};
+pub use stats::Stats;
 pub use transport::Addr;
 
 /// The README's code blocks, compiled and run as doc tests so they cannot

@@ -10,6 +10,7 @@ use super::{Backoff, Client, ClientService, Discard};
 use crate::codec::FrameCodec;
 use crate::conn::{Conn, ConnConfig, Connection, Signals};
 use crate::event::{DEFAULT_EVENT_CAPACITY, EventKind, EventSender};
+use crate::stats::Counters;
 use crate::transport::{Addr, Dial};
 use crate::{DelimiterCodec, Error, FrameService};
 
@@ -48,6 +49,7 @@ pub(crate) const DEFAULT_MAX_PENDING: usize = 1024;
 #[must_use = "a builder does nothing until it connects"]
 pub struct ClientBuilder<L, C = DelimiterCodec> {
     conn: ConnConfig<C>,
+    name: Option<String>,
     connect_timeout: Duration,
     options: DialOptions,
     event_capacity: usize,
@@ -60,6 +62,7 @@ impl ClientBuilder<Identity> {
     pub(super) fn new() -> Self {
         ClientBuilder {
             conn: ConnConfig::default(),
+            name: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             options: DialOptions::default(),
             event_capacity: DEFAULT_EVENT_CAPACITY,
@@ -78,6 +81,7 @@ impl<L, C> ClientBuilder<L, C> {
     pub fn codec<D: FrameCodec>(self, codec: D) -> ClientBuilder<L, D> {
         ClientBuilder {
             conn: self.conn.with_codec(codec),
+            name: self.name,
             connect_timeout: self.connect_timeout,
             options: self.options,
             event_capacity: self.event_capacity,
@@ -108,6 +112,13 @@ impl<L, C> ClientBuilder<L, C> {
     #[cfg(feature = "tls")]
     pub fn tls(mut self, connector: crate::transport::tls::TlsConnector) -> Self {
         self.options.tls = Some(connector);
+        self
+    }
+
+    /// Names the client in its metrics: every series carries
+    /// `client="NAME"` (see [`stats`](crate::stats)).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -148,6 +159,7 @@ impl<L, C> ClientBuilder<L, C> {
     pub fn layer<T>(self, layer: T) -> ClientBuilder<Stack<T, L>, C> {
         ClientBuilder {
             conn: self.conn,
+            name: self.name,
             connect_timeout: self.connect_timeout,
             options: self.options,
             event_capacity: self.event_capacity,
@@ -185,7 +197,7 @@ impl<L, C> ClientBuilder<L, C> {
         self.conn.validate()?;
         let dialer = target.into_dialer(&self.options)?;
         let dialled = dial_within(&dialer, self.connect_timeout).await?;
-        let events = EventSender::new(self.event_capacity);
+        let events = EventSender::new(self.event_capacity, self.counters());
         let signals = Signals::default();
         let connection = Connection::new(
             dialled.io,
@@ -212,7 +224,7 @@ impl<L, C> ClientBuilder<L, C> {
             return Err(Error::InvalidConfig("max_pending must be at least 1"));
         }
         let dialer = target.into_dialer(&self.options)?;
-        let events = EventSender::new(self.event_capacity);
+        let events = EventSender::new(self.event_capacity, self.counters());
         let first = match dial_within(&dialer, self.connect_timeout).await {
             Ok(dialled) => Some(dialled),
             // With reconnect, a server that is not up yet is dialled again.
@@ -233,6 +245,12 @@ impl<L, C> ClientBuilder<L, C> {
             max_pending: self.max_pending,
         };
         Ok(ClientService::start(dialer, first, settings, events).await)
+    }
+}
+
+impl<L, C> ClientBuilder<L, C> {
+    fn counters(&self) -> std::sync::Arc<Counters> {
+        std::sync::Arc::new(Counters::new("client", self.name.as_deref()))
     }
 }
 

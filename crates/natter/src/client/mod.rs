@@ -104,6 +104,11 @@ impl Client {
         self.conn.send_with(encoder, item).await
     }
 
+    /// A snapshot of the connection's counters: see [`stats`](crate::stats).
+    pub fn stats(&self) -> crate::Stats {
+        self.events.counters().snapshot()
+    }
+
     /// The connection's [`Events`], from now on.
     pub fn events(&self) -> Events {
         self.events.subscribe()

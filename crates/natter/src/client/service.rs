@@ -30,6 +30,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::{Ready, ready};
@@ -42,12 +44,17 @@ use super::dial::dial_within;
 use crate::codec::FrameCodec;
 use crate::conn::{Conn, ConnConfig, Connection, Signals};
 use crate::event::{EventKind, EventSender, Events};
+use crate::stats::{Counters, Stats};
 use crate::transport::{Addr, Dial, Dialled};
 use crate::{BoxError, Error, Frame};
 
-/// A request sent and not answered yet: where its answer goes, and its
-/// place under the `max_pending` limit.
-type Waiter = (oneshot::Sender<Frame>, OwnedSemaphorePermit);
+/// A request sent and not answered yet: where its answer goes, its place
+/// under the `max_pending` limit, and when it was sent.
+struct Waiter {
+    answer: oneshot::Sender<Frame>,
+    _place: OwnedSemaphorePermit,
+    sent: Instant,
+}
 
 /// One connection, as the requests on it see it.
 struct Link {
@@ -59,6 +66,7 @@ struct Link {
     waiters: Mutex<VecDeque<Waiter>>,
     /// One permit per request that may still be sent (`max_pending`).
     pending: Arc<Semaphore>,
+    counters: Arc<Counters>,
 }
 
 impl Link {
@@ -66,6 +74,15 @@ impl Link {
         self.waiters
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Fails every waiting request with `Error::Closed` (by dropping its
+    /// sender).
+    fn fail_waiting(&self) {
+        let failed = std::mem::take(&mut *self.waiters());
+        for _ in failed {
+            self.counters.request_done(None);
+        }
     }
 }
 
@@ -219,6 +236,12 @@ impl ClientService {
         }
     }
 
+    /// A snapshot of the client's counters (requests in flight, reconnects,
+    /// frames, bytes, errors by kind): see [`stats`](crate::stats).
+    pub fn stats(&self) -> Stats {
+        self.control.events.counters().snapshot()
+    }
+
     /// The connection's [`Events`], from now on (including reconnects).
     pub fn events(&self) -> Events {
         self.control.events.subscribe()
@@ -316,7 +339,12 @@ impl tower::Service<Frame> for ClientService {
         if sender.send_item(bytes).is_err() {
             return ResponseFuture::failed(Error::Closed);
         }
-        waiters.push_back((waiter, permit));
+        waiters.push_back(Waiter {
+            answer: waiter,
+            _place: permit,
+            sent: Instant::now(),
+        });
+        link.counters.request_sent();
         ResponseFuture::waiting(answer)
     }
 }
@@ -387,7 +415,7 @@ impl tower::Service<Frame> for Responder {
     }
 
     fn call(&mut self, frame: Frame) -> Self::Future {
-        let Some((waiter, _place)) = self.link.waiters().pop_front() else {
+        let Some(waiter) = self.link.waiters().pop_front() else {
             // The server is out of step with our requests: nothing it sends
             // can be trusted to answer the right one. The error closes the
             // connection.
@@ -397,7 +425,8 @@ impl tower::Service<Frame> for Responder {
         };
         // A caller that gave up dropped its receiver: the answer was its,
         // and is discarded. Either way its place is free again.
-        let _ = waiter.send(frame);
+        self.link.counters.request_done(Some(waiter.sent.elapsed()));
+        let _ = waiter.answer.send(frame);
         ready(Ok(()))
     }
 }
@@ -451,6 +480,7 @@ impl<D: Dial, C: FrameCodec> Supervisor<D, C> {
             conn: conn.clone(),
             waiters: Mutex::default(),
             pending: Arc::new(Semaphore::new(permits)),
+            counters: self.events.counters().clone(),
         });
         self.states.send_replace(LinkState::Up(link.clone()));
         if let Some(up) = up {
@@ -466,7 +496,7 @@ impl<D: Dial, C: FrameCodec> Supervisor<D, C> {
                     // No answer can come any more: dropping the waiters
                     // fails their requests with `Error::Closed` now, not
                     // after the connection's linger.
-                    link.waiters().clear();
+                    link.fail_waiting();
                     failed_waiters = true;
                 }
                 () = self.states.closed() => {
@@ -481,7 +511,7 @@ impl<D: Dial, C: FrameCodec> Supervisor<D, C> {
                 }
             }
         }
-        link.waiters().clear();
+        link.fail_waiting();
     }
 
     /// Dials again with backoff until it connects, gives up, or is told to

@@ -169,7 +169,7 @@ where
                         panic!("a connection's future polled after it finished");
                     };
                     let last_error = this.driver.as_mut().take_last_error();
-                    let (conn, events) = this.driver.as_mut().parts();
+                    let (conn, events) = this.driver.as_mut().finish();
                     forget();
                     conn.mark_closed();
                     events.send(conn.peer_addr_ref(), EventKind::Closed);

@@ -30,6 +30,7 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -42,13 +43,14 @@ use tower::Service;
 
 use super::close;
 use super::offer::{Offer, offer};
-use super::pipeline::{HandlerFuture, Pipeline};
+use super::pipeline::{Done, HandlerFuture, Pipeline};
 use super::read::{FrameReader, ReadError};
 use super::write::FrameWriter;
 use super::{Conn, ConnConfig, ErrorHook, Outbound};
 use crate::codec::FrameCodec;
 use crate::event::{EventKind, EventSender};
 use crate::layer::panic::panic_error;
+use crate::stats::{CloseReason, Counters, Tally};
 use crate::transport::Io;
 use crate::{BoxError, Error, Frame, IntoReply};
 
@@ -132,6 +134,7 @@ where
             shutdown: Box::pin(signals.shutdown.clone().cancelled_owned()),
             cut: Box::pin(signals.cut.clone().cancelled_owned()),
             conn,
+            counters: events.counters().clone(),
             events,
             limits: Limits {
                 idle_timeout: config.idle_timeout,
@@ -143,6 +146,8 @@ where
             on_error: config.on_error,
             last_error: None,
             shut: false,
+            tally: Tally::default(),
+            reason: CloseReason::Peer,
         }
     }
 }
@@ -180,12 +185,17 @@ pin_project! {
         cut: Pin<Box<WaitForCancellationFutureOwned>>,
         conn: Conn,
         events: EventSender,
+        counters: Arc<Counters>,
         limits: Limits,
         on_error: Option<ErrorHook>,
         // What the connection returns: the last error reported.
         last_error: Option<Error>,
         // Closing politely: FIN sent.
         shut: bool,
+        // What this batch did, added to the counters at its end.
+        tally: Tally,
+        // Why the connection ends, for the closed-connections metric.
+        reason: CloseReason,
     }
 }
 
@@ -221,7 +231,25 @@ where
     /// Runs the connection until it has nothing left to do.
     pub(super) fn poll_drive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exit> {
         let mut this = self.project();
+        let exit = this.poll_batch(cx);
+        this.count();
+        exit
+    }
+}
+
+impl<T, C, S> Step<'_, T, C, S, S::Future>
+where
+    T: Io,
+    C: FrameCodec,
+    S: Service<Frame>,
+    S::Response: IntoReply,
+    S::Error: Into<BoxError>,
+{
+    /// One batch: everything that can be done now.
+    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Exit> {
+        let this = self;
         if this.signals(cx) {
+            *this.reason = CloseReason::Cut;
             return Poll::Ready(Exit::Aborted);
         }
         let flush_at = FLUSH_AT.min(this.limits.write_buffer);
@@ -263,11 +291,31 @@ where
         }
     }
 
+    /// Adds this batch's tally to the counters.
+    fn count(&mut self) {
+        self.tally.bytes_read += self.reader.take_read();
+        self.tally.bytes_written += self.writer.take_written();
+        if !self.tally.is_empty() {
+            self.counters.add(self.tally);
+            *self.tally = Tally::default();
+        }
+    }
+}
+
+impl<T, C, S> Driver<T, C, S, S::Future>
+where
+    T: Io,
+    C: FrameCodec,
+    S: Service<Frame>,
+    S::Response: IntoReply,
+    S::Error: Into<BoxError>,
+{
     /// Closes politely (see [`close`](super::close)), within the linger;
     /// a cut ends it at once.
     pub(super) fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
         if this.cut.as_mut().poll(cx).is_ready() {
+            *this.reason = CloseReason::Cut;
             return Poll::Ready(());
         }
         if !*this.shut {
@@ -288,9 +336,11 @@ where
         self.project().last_error.take()
     }
 
-    /// The connection's context and event sender, for its end.
-    pub(super) fn parts(self: Pin<&mut Self>) -> (&Conn, &EventSender) {
+    /// Counts the connection as closed; its context and event sender, for
+    /// its end.
+    pub(super) fn finish(self: Pin<&mut Self>) -> (&Conn, &EventSender) {
         let this = self.project();
+        this.counters.closed(*this.reason);
         (this.conn, this.events)
     }
 }
@@ -310,9 +360,10 @@ where
         }
         if *self.reading == Reading::Open {
             if self.close.as_mut().poll(cx).is_ready() {
-                self.stop_reading();
+                self.stop_reading(CloseReason::Local);
             } else if self.shutdown.as_mut().poll(cx).is_ready() {
                 *self.reading = Reading::Draining;
+                *self.reason = CloseReason::Shutdown;
             }
         }
         false
@@ -328,6 +379,7 @@ where
             match self.outbound.poll_recv(cx) {
                 Poll::Ready(Some(bytes)) => {
                     self.writer.put(&bytes);
+                    self.tally.frames_written += 1;
                     progress = true;
                 }
                 Poll::Ready(None) => break,
@@ -345,15 +397,21 @@ where
     fn take_replies(&mut self, cx: &mut Context<'_>, pass: &mut Pass) -> bool {
         let mut progress = false;
         while self.writer.len() < self.limits.write_buffer {
-            let Poll::Ready(Some(result)) = self.pipeline.as_mut().poll_next(cx) else {
+            let Poll::Ready(Some(Done { result, waited })) = self.pipeline.as_mut().poll_next(cx)
+            else {
                 break;
             };
             progress = true;
+            match waited {
+                None => self.tally.immediate += 1,
+                Some(took) => self.counters.handler_took(took),
+            }
             // What the handler sent itself was queued before it finished,
             // so it goes before the reply.
             if !self.outbound.is_empty() {
                 while let Ok(bytes) = self.outbound.try_recv() {
                     self.writer.put(&bytes);
+                    self.tally.frames_written += 1;
                 }
             }
             match result {
@@ -362,8 +420,9 @@ where
                 Ok(_) if *self.failed => {}
                 Ok(response) => {
                     if let Some(frame) = response.into_reply() {
-                        if let Err(error) = self.writer.encode(self.encoder, frame) {
-                            self.frame_failed(error);
+                        match self.writer.encode(self.encoder, frame) {
+                            Ok(()) => self.tally.frames_written += 1,
+                            Err(error) => self.frame_failed(error),
                         }
                     }
                 }
@@ -386,7 +445,7 @@ where
             && self.writer.len() < self.limits.write_buffer
         {
             if self.conn.close_requested() && *self.reading != Reading::Done {
-                self.stop_reading();
+                self.stop_reading(CloseReason::Local);
                 continue;
             }
             let frame = match self.pending.take() {
@@ -394,6 +453,7 @@ where
                 None => match self.reader.poll_next(self.io, cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         pass.active = true;
+                        self.tally.frames_read += 1;
                         frame
                     }
                     Poll::Ready(Some(Err(ReadError::Decode { error, resumable }))) => {
@@ -406,27 +466,30 @@ where
                         }
                         // Without a hook the answer is known: close, after
                         // answering the frames before this one.
-                        self.stop_reading();
+                        self.stop_reading(CloseReason::Error);
                         self.report(error, true);
                         break;
                     }
                     Poll::Ready(Some(Err(ReadError::Io(error)))) => {
-                        self.stop_reading();
+                        self.stop_reading(CloseReason::Error);
                         self.report(Error::from(error), true);
                         return Err(Exit::Aborted);
                     }
                     Poll::Ready(None) => {
-                        self.stop_reading();
+                        self.stop_reading(CloseReason::Peer);
                         break;
                     }
                     Poll::Pending => {
                         if *self.reading == Reading::Draining && !self.io.has_unread_input() {
-                            self.stop_reading();
+                            self.stop_reading(CloseReason::Shutdown);
                         }
                         break;
                     }
                 },
             };
+            // A span per frame, at trace level only: disabled, it costs a
+            // check of the level.
+            let _frame = tracing::trace_span!("frame", len = frame.len()).entered();
             match offer(self.service, frame, cx) {
                 Offer::Taken(future) => {
                     self.pipeline.as_mut().push(future);
@@ -439,7 +502,7 @@ where
                 Offer::Unusable(error) => {
                     // A service that fails readiness cannot take frames any
                     // more.
-                    self.stop_reading();
+                    self.stop_reading(CloseReason::Error);
                     self.report(Error::from_service(error), true);
                     break;
                 }
@@ -521,7 +584,7 @@ where
             fired = self.idle_timer.as_mut().poll(cx).is_ready();
         }
         if fired {
-            self.stop_reading();
+            self.stop_reading(CloseReason::Error);
             self.report(Error::IdleTimeout(timeout), true);
         }
         fired
@@ -589,20 +652,26 @@ where
     /// Closes the connection for a failed frame: no later frame is read or
     /// answered.
     fn close_for(&mut self, error: Error) {
-        self.stop_reading();
+        self.stop_reading(CloseReason::Error);
         *self.failed = true;
         *self.pending = None;
         self.report(error, true);
     }
 
-    fn stop_reading(&mut self) {
+    fn stop_reading(&mut self, reason: CloseReason) {
         if *self.reading != Reading::Done {
+            if *self.reading == Reading::Open || reason == CloseReason::Error {
+                *self.reason = reason;
+            }
             *self.reading = Reading::Done;
             self.conn.mark_done_reading();
         }
     }
 
     fn report(&mut self, error: Error, closing: bool) {
+        if closing {
+            *self.reason = CloseReason::Error;
+        }
         self.events.send(
             self.conn.peer_addr_ref(),
             EventKind::Error {

@@ -1,18 +1,18 @@
 //! The handler futures of one connection, completed in frame order, with
-//! panics caught and the connection's handler timeout applied.
+//! panics caught, the connection's handler timeout applied, and the time
+//! each handler waited measured.
 //!
 //! One frame at a time (the default) needs no queue: the user's future
 //! lives in a slot inside the driver, so handling a frame allocates
-//! nothing, and it needs no wrapper either. A panic while polling it can
-//! only be that frame's, so one `catch_unwind` around the poll covers it,
-//! and one timer, kept from frame to frame and armed only when a handler
-//! waits, bounds it.
+//! nothing. A panic while polling it can only be that frame's, so one
+//! `catch_unwind` around the poll covers it, and one [`Deadline`], kept from
+//! frame to frame and armed only when a handler waits, bounds and times it.
 //!
 //! With more frames in flight, `FuturesOrdered` runs them concurrently and
 //! yields their results in the order the frames arrived. There each future
-//! carries its own [`CatchPanicFuture`] and [`HandlerTimeoutFuture`], so a
-//! panic or a timeout is charged to its own frame and the frames before it
-//! keep their replies.
+//! is an [`InFlight`] with its own `catch_unwind` and deadline, so a panic
+//! or a timeout is charged to its own frame and the frames before it keep
+//! their replies.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -24,8 +24,7 @@ use futures::stream::{FuturesOrdered, Stream};
 use pin_project_lite::pin_project;
 
 use crate::BoxError;
-use crate::layer::panic::{CatchPanicFuture, panic_error};
-use crate::layer::timeout::HandlerTimeoutFuture;
+use crate::layer::panic::panic_error;
 use crate::layer::timeout::deadline::Deadline;
 
 /// A handler's future, as a user's service returns it.
@@ -45,15 +44,67 @@ where
     type Error = E;
 }
 
+/// A frame's outcome, in its turn.
+pub(crate) struct Done<R> {
+    pub(crate) result: Result<R, BoxError>,
+    /// How long the handler waited; `None` if it answered at once.
+    pub(crate) waited: Option<Duration>,
+}
+
+/// Polls a handler's future with panics caught and its deadline applied.
+#[inline]
+fn poll_handler<F: HandlerFuture>(
+    future: Pin<&mut F>,
+    deadline: &mut Deadline,
+    cx: &mut Context<'_>,
+) -> Poll<Done<F::Response>> {
+    let result = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+        Ok(Poll::Ready(output)) => output.map_err(Into::into),
+        Ok(Poll::Pending) => match deadline.poll_expired(cx) {
+            Poll::Ready(error) => Err(error),
+            Poll::Pending => return Poll::Pending,
+        },
+        Err(payload) => Err(panic_error(payload)),
+    };
+    Poll::Ready(Done {
+        result,
+        waited: deadline.disarm(),
+    })
+}
+
 pin_project! {
     /// The single frame in flight.
     #[project = SlotProjection]
     enum Slot<F> {
         Empty,
         Running { #[pin] future: F },
-        // The frame's `call` panicked, so it has no future; this is its
-        // result.
+        // The frame failed before it had a future (`call` panicked, or it
+        // could not be decoded); this is its result.
         Failed { error: Option<BoxError> },
+    }
+}
+
+pin_project! {
+    /// One of several frames in flight.
+    #[project = InFlightProjection]
+    enum InFlight<F> {
+        Running { #[pin] future: F, deadline: Deadline },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<F: HandlerFuture> Future for InFlight<F> {
+    type Output = Done<F::Response>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            InFlightProjection::Running { future, deadline } => poll_handler(future, deadline, cx),
+            InFlightProjection::Failed { error } => Poll::Ready(Done {
+                result: Err(error.take().expect("polled after it finished")),
+                waited: None,
+            }),
+        }
     }
 }
 
@@ -76,7 +127,7 @@ pin_project! {
             deadline: Deadline,
         },
         Many {
-            queue: FuturesOrdered<CatchPanicFuture<HandlerTimeoutFuture<F>>>,
+            queue: FuturesOrdered<InFlight<F>>,
             timeout: Option<Duration>,
         },
     }
@@ -84,7 +135,7 @@ pin_project! {
 
 impl<F: HandlerFuture> Pipeline<F> {
     /// A pipeline of up to `max_in_flight` frames, each handler bounded by
-    /// `timeout` (which closes the connection).
+    /// `timeout`.
     pub(crate) fn new(max_in_flight: usize, timeout: Option<Duration>) -> Self {
         let inner = if max_in_flight <= 1 {
             Inner::Single {
@@ -122,24 +173,28 @@ impl<F: HandlerFuture> Pipeline<F> {
                 slot.set(Slot::Running { future });
             }
             Projection::Many { queue, timeout } => {
-                let future = HandlerTimeoutFuture::new(future, Deadline::new(*timeout));
-                queue.push_back(CatchPanicFuture::future(future));
+                queue.push_back(InFlight::Running {
+                    future,
+                    deadline: Deadline::new(*timeout),
+                });
             }
         }
     }
 
-    /// Adds the result of a frame whose service `call` failed (panicked),
-    /// to be yielded in its frame's turn.
+    /// Adds the result of a frame that failed before it had a future, to
+    /// be yielded in its frame's turn.
     pub(crate) fn push_failed(self: Pin<&mut Self>, error: BoxError) {
         let this = self.project();
         *this.len += 1;
         match this.inner.project() {
             Projection::Single { mut slot, .. } => slot.set(Slot::Failed { error: Some(error) }),
-            Projection::Many { queue, .. } => queue.push_back(CatchPanicFuture::panicked(error)),
+            Projection::Many { queue, .. } => {
+                queue.push_back(InFlight::Failed { error: Some(error) })
+            }
         }
     }
 
-    /// The next result in frame order; `Ready(None)` when empty. A handler
+    /// The next outcome in frame order; `Ready(None)` when empty. A handler
     /// that panics yields [`Error::Panic`](crate::Error::Panic), one that
     /// runs out of time [`Error::HandlerTimeout`](crate::Error::HandlerTimeout),
     /// boxed.
@@ -147,42 +202,36 @@ impl<F: HandlerFuture> Pipeline<F> {
     pub(crate) fn poll_next(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<F::Response, BoxError>>> {
+    ) -> Poll<Option<Done<F::Response>>> {
         let this = self.project();
         if *this.len == 0 {
             return Poll::Ready(None);
         }
-        let output = match this.inner.project() {
+        let done = match this.inner.project() {
             Projection::Single { mut slot, deadline } => {
-                let future = match slot.as_mut().project() {
-                    SlotProjection::Running { future } => future,
-                    SlotProjection::Empty => return Poll::Ready(None),
-                    SlotProjection::Failed { error } => {
-                        let error = error.take();
-                        slot.set(Slot::Empty);
-                        *this.len -= 1;
-                        return Poll::Ready(error.map(Err));
+                let done = match slot.as_mut().project() {
+                    SlotProjection::Running { future } => {
+                        match poll_handler(future, deadline, cx) {
+                            Poll::Ready(done) => done,
+                            Poll::Pending => return Poll::Pending,
+                        }
                     }
-                };
-                let output = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-                    Ok(Poll::Ready(output)) => output.map_err(Into::into),
-                    Ok(Poll::Pending) => match deadline.poll_expired(cx) {
-                        Poll::Ready(error) => Err(error),
-                        Poll::Pending => return Poll::Pending,
+                    SlotProjection::Empty => return Poll::Ready(None),
+                    SlotProjection::Failed { error } => Done {
+                        result: Err(error.take().expect("a failed slot holds its error")),
+                        waited: None,
                     },
-                    Err(payload) => Err(panic_error(payload)),
                 };
-                deadline.disarm();
                 slot.set(Slot::Empty);
-                output
+                done
             }
             Projection::Many { queue, .. } => match Pin::new(queue).poll_next(cx) {
-                Poll::Ready(Some(output)) => output,
+                Poll::Ready(Some(done)) => done,
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             },
         };
         *this.len -= 1;
-        Poll::Ready(Some(output))
+        Poll::Ready(Some(done))
     }
 }

@@ -45,6 +45,8 @@ pub(super) struct FrameReader<C> {
     /// The last decode error took no byte from the buffer: another one in
     /// a row would mean the codec cannot get past it.
     stuck: bool,
+    /// Bytes read since [`take_read`](Self::take_read).
+    read: u64,
 }
 
 impl<C> FrameReader<C>
@@ -60,7 +62,14 @@ where
             decodable: false,
             eof: false,
             stuck: false,
+            read: 0,
         }
+    }
+
+    /// Bytes read since the last call.
+    #[inline]
+    pub(super) fn take_read(&mut self) -> u64 {
+        std::mem::take(&mut self.read)
     }
 
     /// The next frame: decoded from what is buffered if it can be, else
@@ -108,7 +117,7 @@ where
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut self.buffer) {
                 Poll::Ready(Ok(0)) => self.eof = true,
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(read)) => self.read += read as u64,
                 Poll::Ready(Err(error)) => return Poll::Ready(Some(Err(ReadError::Io(error)))),
                 Poll::Pending => return Poll::Pending,
             }

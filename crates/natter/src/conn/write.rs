@@ -19,9 +19,17 @@ use crate::{BoxError, Error, Frame};
 #[derive(Default)]
 pub(super) struct FrameWriter {
     buffer: BytesMut,
+    /// Bytes written since [`take_written`](Self::take_written).
+    written: u64,
 }
 
 impl FrameWriter {
+    /// Bytes written since the last call.
+    #[inline]
+    pub(super) fn take_written(&mut self) -> u64 {
+        std::mem::take(&mut self.written)
+    }
+
     /// Bytes waiting to be written.
     #[inline]
     pub(super) fn len(&self) -> usize {
@@ -82,6 +90,7 @@ impl FrameWriter {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.buffer.advance(written);
+            self.written += written as u64;
         }
         Pin::new(io).poll_flush(cx)
     }

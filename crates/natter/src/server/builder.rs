@@ -9,6 +9,7 @@ use super::{Config, Server, Shared};
 use crate::codec::FrameCodec;
 use crate::conn::{Conn, ConnConfig, Connection, DEFAULT_SERVER_IDLE_TIMEOUT, Signals};
 use crate::event::{DEFAULT_EVENT_CAPACITY, EventSender};
+use crate::stats::Counters;
 use crate::transport::tcp::{DEFAULT_BACKLOG, TcpListener};
 use crate::transport::{Addr, Bound, Io, Listener};
 use crate::{DelimiterCodec, Error, FrameService};
@@ -40,6 +41,7 @@ pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 #[must_use = "a builder does nothing until `bind` is called"]
 pub struct ServerBuilder<L, C = DelimiterCodec> {
     conn: ConnConfig<C>,
+    name: Option<String>,
     max_connections: usize,
     drain_timeout: Duration,
     event_capacity: usize,
@@ -56,6 +58,7 @@ impl ServerBuilder<Identity> {
                 idle_timeout: Some(DEFAULT_SERVER_IDLE_TIMEOUT),
                 ..ConnConfig::default()
             },
+            name: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             event_capacity: DEFAULT_EVENT_CAPACITY,
@@ -77,6 +80,7 @@ impl<L, C> ServerBuilder<L, C> {
     pub fn codec<D: FrameCodec>(self, codec: D) -> ServerBuilder<L, D> {
         ServerBuilder {
             conn: self.conn.with_codec(codec),
+            name: self.name,
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
             event_capacity: self.event_capacity,
@@ -85,6 +89,14 @@ impl<L, C> ServerBuilder<L, C> {
             tls: self.tls,
             layer: self.layer,
         }
+    }
+
+    /// Names the server in its metrics: every series carries
+    /// `server="NAME"`, so that two servers in one process are told apart
+    /// (see [`stats`](crate::stats)).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// Connections beyond this many are closed at once, without a reply,
@@ -182,6 +194,7 @@ impl<L, C> ServerBuilder<L, C> {
     pub fn layer<T>(self, layer: T) -> ServerBuilder<Stack<T, L>, C> {
         ServerBuilder {
             conn: self.conn,
+            name: self.name,
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
             event_capacity: self.event_capacity,
@@ -258,13 +271,14 @@ impl<L, C> ServerBuilder<L, C> {
         L::Service: FrameService,
     {
         self.validate()?;
+        let events = EventSender::new(self.event_capacity, self.counters());
         let connection = Connection::new(
             io,
             Addr::memory(),
             Addr::memory(),
             self.conn,
             Signals::default(),
-            EventSender::new(self.event_capacity),
+            events,
         );
         let layer = self.layer;
         let service = connection.make_service(|conn| layer.layer(make_service(conn)))?;
@@ -272,6 +286,10 @@ impl<L, C> ServerBuilder<L, C> {
             None => Ok(()),
             Some(error) => Err(error),
         }
+    }
+
+    fn counters(&self) -> Arc<Counters> {
+        Arc::new(Counters::new("server", self.name.as_deref()))
     }
 
     fn validate(&self) -> Result<(), Error> {
@@ -288,8 +306,7 @@ impl<L, C> ServerBuilder<L, C> {
             connections: Mutex::default(),
             signals: Signals::default(),
             finished: Default::default(),
-            events: EventSender::new(self.event_capacity),
-            refused: Default::default(),
+            events: EventSender::new(self.event_capacity, self.counters()),
         });
         Ok(Server {
             listener,

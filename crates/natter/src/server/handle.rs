@@ -1,9 +1,9 @@
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::Shared;
 use crate::Error;
 use crate::event::Events;
+use crate::stats::Stats;
 use crate::transport::Addr;
 
 /// Controls a running [`Server`](super::Server) from anywhere: lists and
@@ -40,7 +40,13 @@ impl ServerHandle {
     /// How many connections were closed at once because the server was at
     /// its connection limit.
     pub fn refused_connections(&self) -> u64 {
-        self.shared.refused.load(Ordering::Relaxed)
+        self.shared.events.counters().refused()
+    }
+
+    /// A snapshot of the server's counters: connections, frames, bytes and
+    /// errors by kind, the same numbers its [metrics](crate::stats) carry.
+    pub fn stats(&self) -> Stats {
+        self.shared.events.counters().snapshot()
     }
 
     /// Closes the connection from `peer` once its frames in hand are

@@ -22,7 +22,6 @@ mod handle;
 use std::collections::HashMap;
 use std::future::{Future, pending};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -81,7 +80,6 @@ struct Shared {
     /// Cancelled when `serve` has returned (or will never run).
     finished: tokio_util::sync::CancellationToken,
     events: EventSender,
-    refused: AtomicU64,
 }
 
 impl Shared {
@@ -199,8 +197,8 @@ where
                 },
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                // Over the limit: closed at once, without a reply.
-                shared.refused.fetch_add(1, Ordering::Relaxed);
+                // Over the limit: closed at once, without a reply (the
+                // event counts it).
                 let error = Error::ConnectionLimit {
                     limit: config.max_connections,
                 };

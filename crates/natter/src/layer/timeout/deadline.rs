@@ -13,7 +13,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use crate::{BoxError, Error};
 
 /// How long a handler may take, counted from the moment it first returns
-/// `Pending`.
+/// `Pending`; and how long it took, for the handler-duration metric.
 ///
 /// Most handlers answer at once, and reading the clock alone costs more than
 /// they do, so nothing is armed, and no clock read, until a handler turns
@@ -25,7 +25,8 @@ pub(crate) struct Deadline {
     /// `None`: no limit.
     timeout: Option<Duration>,
     sleep: Option<Pin<Box<Sleep>>>,
-    armed: bool,
+    /// When the handler first waited; `None` while it has not.
+    started: Option<Instant>,
 }
 
 impl Deadline {
@@ -33,7 +34,7 @@ impl Deadline {
         Deadline {
             timeout,
             sleep: None,
-            armed: false,
+            started: None,
         }
     }
 
@@ -42,21 +43,18 @@ impl Deadline {
     /// run out.
     #[inline]
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<BoxError> {
-        let Some(timeout) = self.timeout else {
-            return Poll::Pending;
-        };
-        if !self.armed {
+        if self.started.is_none() {
+            let now = Instant::now();
+            self.started = Some(now);
             // A timeout too long to represent (`Duration::MAX`) never ends.
-            let Some(deadline) = Instant::now().checked_add(timeout) else {
-                return Poll::Pending;
-            };
-            match &mut self.sleep {
-                Some(sleep) => sleep.as_mut().reset(deadline),
-                None => self.sleep = Some(Box::pin(sleep_until(deadline))),
+            if let Some(deadline) = self.timeout.and_then(|timeout| now.checked_add(timeout)) {
+                match &mut self.sleep {
+                    Some(sleep) => sleep.as_mut().reset(deadline),
+                    None => self.sleep = Some(Box::pin(sleep_until(deadline))),
+                }
             }
-            self.armed = true;
         }
-        let Some(sleep) = &mut self.sleep else {
+        let (Some(timeout), Some(sleep)) = (self.timeout, &mut self.sleep) else {
             return Poll::Pending;
         };
         match sleep.as_mut().poll(cx) {
@@ -65,9 +63,10 @@ impl Deadline {
         }
     }
 
-    /// The handler finished: the next one starts its own clock.
+    /// The handler finished: returns how long it waited (`None` if it
+    /// answered at once), and the next one starts its own clock.
     #[inline]
-    pub(crate) fn disarm(&mut self) {
-        self.armed = false;
+    pub(crate) fn disarm(&mut self) -> Option<Duration> {
+        self.started.take().map(|started| started.elapsed())
     }
 }
