@@ -487,10 +487,15 @@ where
                     }
                 },
             };
-            // A span per frame, at trace level only: disabled, it costs a
+            // A span per frame, at trace level only: otherwise it costs one
             // check of the level.
-            let _frame = tracing::trace_span!("frame", len = frame.len()).entered();
-            match offer(self.service, frame, cx) {
+            let offered = if tracing::level_enabled!(tracing::Level::TRACE) {
+                let span = tracing::trace_span!("frame", len = frame.len());
+                span.in_scope(|| offer(self.service, frame, cx))
+            } else {
+                offer(self.service, frame, cx)
+            };
+            match offered {
                 Offer::Taken(future) => {
                     self.pipeline.as_mut().push(future);
                     progress = true;
