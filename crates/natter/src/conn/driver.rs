@@ -397,42 +397,48 @@ where
     fn take_replies(&mut self, cx: &mut Context<'_>, pass: &mut Pass) -> bool {
         let mut progress = false;
         while self.writer.len() < self.limits.write_buffer {
-            let Poll::Ready(Some(Done { result, waited })) = self.pipeline.as_mut().poll_next(cx)
-            else {
+            let Poll::Ready(Some(done)) = self.pipeline.as_mut().poll_next(cx) else {
                 break;
             };
             progress = true;
-            match waited {
-                None => self.tally.immediate += 1,
-                Some(took) => self.counters.handler_took(took),
-            }
-            // What the handler sent itself was queued before it finished,
-            // so it goes before the reply.
-            if !self.outbound.is_empty() {
-                while let Ok(bytes) = self.outbound.try_recv() {
-                    self.writer.put(&bytes);
-                    self.tally.frames_written += 1;
-                }
-            }
-            match result {
-                // After a frame that closed the connection nothing is
-                // answered, not even frames already in flight.
-                Ok(_) if *self.failed => {}
-                Ok(response) => {
-                    if let Some(frame) = response.into_reply() {
-                        match self.writer.encode(self.encoder, frame) {
-                            Ok(()) => self.tally.frames_written += 1,
-                            Err(error) => self.frame_failed(error),
-                        }
-                    }
-                }
-                Err(error) => self.frame_failed(Error::from_service(error)),
-            }
-            if self.pipeline.is_empty() {
-                pass.active = true;
-            }
+            self.settle(done, pass);
         }
         progress
+    }
+
+    /// A frame's outcome, in its turn: its reply into the write buffer, or
+    /// its failure to the error policy.
+    #[inline]
+    fn settle(&mut self, done: Done<S::Response>, pass: &mut Pass) {
+        match done.waited {
+            None => self.tally.immediate += 1,
+            Some(took) => self.counters.handler_took(took),
+        }
+        // What the handler sent itself was queued before it finished, so it
+        // goes before the reply.
+        if !self.outbound.is_empty() {
+            while let Ok(bytes) = self.outbound.try_recv() {
+                self.writer.put(&bytes);
+                self.tally.frames_written += 1;
+            }
+        }
+        match done.result {
+            // After a frame that closed the connection nothing is answered,
+            // not even frames already in flight.
+            Ok(_) if *self.failed => {}
+            Ok(response) => {
+                if let Some(frame) = response.into_reply() {
+                    match self.writer.encode(self.encoder, frame) {
+                        Ok(()) => self.tally.frames_written += 1,
+                        Err(error) => self.frame_failed(error),
+                    }
+                }
+            }
+            Err(error) => self.frame_failed(Error::from_service(error)),
+        }
+        if self.pipeline.is_empty() {
+            pass.active = true;
+        }
     }
 
     /// New frames, handed to the service while there is room for them. A
