@@ -10,12 +10,14 @@
 //! reading this stream at all.
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
 use tokio::sync::broadcast;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
@@ -109,6 +111,9 @@ impl fmt::Display for Event {
 pub(crate) struct EventSender {
     sender: broadcast::Sender<Event>,
     counters: Arc<Counters>,
+    /// Cancelled when the server or client is done: the streams end once
+    /// they have yielded what was sent before.
+    ended: CancellationToken,
 }
 
 impl EventSender {
@@ -116,7 +121,14 @@ impl EventSender {
         EventSender {
             sender: broadcast::channel(capacity.max(1)).0,
             counters,
+            ended: CancellationToken::new(),
         }
+    }
+
+    /// No event will come any more: every stream ends after the ones it
+    /// has not read yet.
+    pub(crate) fn end(&self) {
+        self.ended.cancel();
     }
 
     /// The counters this server or client keeps.
@@ -161,16 +173,22 @@ impl EventSender {
         Events {
             inner: BroadcastStream::new(self.sender.subscribe()),
             dropped: 0,
+            ended: Box::pin(self.ended.clone().cancelled_owned()),
         }
     }
 }
 
 /// A stream of [`Event`]s, from the moment it was created.
 ///
-/// Get one from [`ServerHandle::events`](crate::ServerHandle::events) or
-/// [`Client::events`](crate::Client::events); each reader has its own copy
-/// of every event. Reading is optional: an unread stream holds at most its
-/// capacity of events and never slows a connection.
+/// Get one from [`ServerHandle::events`](crate::ServerHandle::events),
+/// [`Client::events`](crate::Client::events) or
+/// [`ClientService::events`](crate::ClientService::events); each reader has
+/// its own copy of every event. Reading is optional: an unread stream holds
+/// at most its capacity of events and never slows a connection.
+///
+/// The stream ends (yields `None`) once the server's `serve` has returned,
+/// or the client's connection (with a `ClientService`, its last one) is
+/// gone, after every event sent before.
 ///
 /// ```no_run
 /// # async fn demo(handle: natter::ServerHandle) {
@@ -187,6 +205,7 @@ impl EventSender {
 pub struct Events {
     inner: BroadcastStream<Event>,
     dropped: u64,
+    ended: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl Events {
@@ -216,7 +235,8 @@ impl Stream for Events {
                     self.dropped += missed;
                 }
                 Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+                // Nothing buffered: the end, if it has come.
+                Poll::Pending => return self.ended.as_mut().poll(cx).map(|()| None),
             }
         }
     }
@@ -235,7 +255,7 @@ mod tests {
         for _ in 0..10 {
             sender.send(&peer, EventKind::Connected); // never waits
         }
-        drop(sender);
+        sender.end();
         let mut seen = 0;
         while events.next().await.is_some() {
             seen += 1;

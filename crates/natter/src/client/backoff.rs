@@ -28,7 +28,8 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// Waits from `min` up to `max`, doubling, with 50% jitter, forever.
+    /// Waits from `min` up to `max`, doubling, with 50% jitter, forever. A
+    /// `max` below `min` is taken as `min`.
     pub fn new(min: Duration, max: Duration) -> Self {
         Backoff {
             min,
@@ -38,13 +39,18 @@ impl Backoff {
         }
     }
 
-    /// The share of each delay (0.0 to 1.0) that is randomly taken off.
+    /// The share of each delay (0.0 to 1.0; outside, the nearest bound)
+    /// that is randomly taken off.
     pub fn jitter(mut self, jitter: f64) -> Self {
         self.jitter = jitter.clamp(0.0, 1.0);
         self
     }
 
-    /// Gives up after this many failed attempts in a row.
+    /// Gives up after this many failed attempts in a row. A
+    /// [`ClientService`](crate::ClientService) that gives up is closed:
+    /// `poll_ready` fails with [`Error::Closed`](crate::Error::Closed), and
+    /// its [`Events`](crate::Events) end (the last failed dial is among
+    /// them).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = Some(attempts);
         self

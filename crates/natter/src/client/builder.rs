@@ -194,7 +194,7 @@ impl<L, C> ClientBuilder<L, C> {
         L: Layer<S>,
         L::Service: FrameService,
     {
-        self.conn.validate()?;
+        self.validate()?;
         let dialer = target.into_dialer(&self.options)?;
         let dialled = dial_within(&dialer, self.connect_timeout).await?;
         let events = EventSender::new(self.event_capacity, self.counters());
@@ -210,7 +210,13 @@ impl<L, C> ClientBuilder<L, C> {
         let layer = self.layer;
         let service = connection.make_service(|conn| layer.layer(make_service(conn)))?;
         let conn = connection.conn().clone();
-        let task = tokio::spawn(connection.run(service, || ()));
+        let ending = events.clone();
+        let task = tokio::spawn(async move {
+            let last_error = connection.run(service, || ()).await;
+            // After the `Closed` event: the streams end behind it.
+            ending.end();
+            last_error
+        });
         Ok(Client::new(conn, task, events, signals))
     }
 
@@ -219,7 +225,7 @@ impl<L, C> ClientBuilder<L, C> {
     where
         C: FrameCodec,
     {
-        self.conn.validate()?;
+        self.validate()?;
         if self.max_pending == 0 {
             return Err(Error::InvalidConfig("max_pending must be at least 1"));
         }
@@ -249,6 +255,13 @@ impl<L, C> ClientBuilder<L, C> {
 }
 
 impl<L, C> ClientBuilder<L, C> {
+    fn validate(&self) -> Result<(), Error> {
+        if self.event_capacity == 0 {
+            return Err(Error::InvalidConfig("event_capacity must be at least 1"));
+        }
+        self.conn.validate()
+    }
+
     fn counters(&self) -> std::sync::Arc<Counters> {
         std::sync::Arc::new(Counters::new("client", self.name.as_deref()))
     }

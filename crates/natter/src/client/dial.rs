@@ -8,13 +8,14 @@ use crate::Error;
 use crate::transport::tcp::TcpDialer;
 #[cfg(unix)]
 use crate::transport::unix::UnixDialer;
-use crate::transport::{BoundIo, Dial, Dialled};
+use crate::transport::{Addr, BoundIo, Dial, Dialled};
 
 /// What [`ClientBuilder`](super::ClientBuilder)'s `connect` methods take:
 ///
 /// * an address: `"HOST:PORT"` or a `SocketAddr` for TCP (TLS if the
 ///   builder has a [`tls`](super::ClientBuilder::tls) connector),
-///   `"unix:PATH"` for a Unix socket;
+///   `"unix:PATH"` for a Unix socket, or an [`Addr`] (a server's
+///   `local_addr()`);
 /// * any [`Dial`]: an in-memory
 ///   [`MemoryDialer`](crate::transport::memory::MemoryDialer), a stream
 ///   you already have in [`Once`](crate::transport::memory::Once), or a
@@ -74,6 +75,51 @@ impl Target for SocketAddr {
 
     fn into_dialer(self, options: &DialOptions) -> Result<AddrDialer, Error> {
         AddrDialer::new(&self.to_string(), options)
+    }
+}
+
+impl Target for Addr {
+    type Dialer = AddrDialer;
+
+    /// A server's [`local_addr`](crate::Server::local_addr), say. An
+    /// unnamed Unix socket or an in-memory address cannot be dialled.
+    fn into_dialer(self, options: &DialOptions) -> Result<AddrDialer, Error> {
+        (&self).into_dialer(options)
+    }
+}
+
+impl Target for &Addr {
+    type Dialer = AddrDialer;
+
+    fn into_dialer(self, options: &DialOptions) -> Result<AddrDialer, Error> {
+        match self {
+            Addr::Tcp(addr) => AddrDialer::new(&addr.to_string(), options),
+            Addr::Unresolved(addr) => AddrDialer::new(addr, options),
+            #[cfg(unix)]
+            Addr::Unix(unix) => match unix.path() {
+                Some(path) if options.tls_unset() => {
+                    Ok(AddrDialer::Unix(UnixDialer::new(path)))
+                }
+                Some(_) => Err(Error::InvalidConfig(
+                    "TLS is for TCP addresses; over a Unix socket use tls::TlsDialer",
+                )),
+                None => Err(Error::InvalidConfig(
+                    "an unnamed Unix socket address cannot be dialled",
+                )),
+            },
+            _ => Err(Error::InvalidConfig(
+                "only TCP and named Unix socket addresses can be dialled",
+            )),
+        }
+    }
+}
+
+impl DialOptions {
+    fn tls_unset(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_none();
+        #[cfg(not(feature = "tls"))]
+        true
     }
 }
 

@@ -460,6 +460,7 @@ impl<D: Dial, C: FrameCodec> Supervisor<D, C> {
             }
         }
         self.states.send_replace(LinkState::Closed);
+        self.events.end();
     }
 
     /// Runs one connection until it ends. The requests still waiting on it

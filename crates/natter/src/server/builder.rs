@@ -296,6 +296,9 @@ impl<L, C> ServerBuilder<L, C> {
         if self.max_connections == 0 {
             return Err(Error::InvalidConfig("max_connections must be at least 1"));
         }
+        if self.event_capacity == 0 {
+            return Err(Error::InvalidConfig("event_capacity must be at least 1"));
+        }
         self.conn.validate()
     }
 

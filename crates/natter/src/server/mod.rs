@@ -100,6 +100,7 @@ impl Drop for Finish {
     fn drop(&mut self) {
         self.0.signals.cut.cancel();
         self.0.finished.cancel();
+        self.0.events.end();
     }
 }
 
