@@ -187,6 +187,47 @@ mod tls {
     }
 
     #[tokio::test]
+    async fn the_idle_timeout_bounds_the_handshake_too() {
+        let pki = Pki::new();
+        let server = tls_echo(&pki, Duration::from_secs(10), |builder| {
+            builder
+                .idle_timeout(Duration::from_millis(300))
+                .linger(Duration::from_secs(5))
+        })
+        .await;
+        let began = Instant::now();
+        let mut silent = connect(server.addr).await;
+        read_until_closed(&mut silent).await;
+        let took = began.elapsed();
+        assert!(
+            took < Duration::from_millis(2000),
+            "closed after {took:?}: by the 300 ms idle timeout, and not after the 5 s linger"
+        );
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn graceful_shutdown_closes_a_peer_in_the_handshake_at_once() {
+        let pki = Pki::new();
+        let server = tls_echo(&pki, Duration::from_secs(10), |builder| {
+            builder.linger(Duration::from_secs(5))
+        })
+        .await;
+        let mut events = server.handle.events();
+        let mut silent = connect(server.addr).await;
+        connected_events(&mut events, 1).await;
+
+        let began = Instant::now();
+        let handle = server.handle.clone();
+        let shutdown = tokio::spawn(async move { handle.shutdown().await });
+        read_until_closed(&mut silent).await;
+        within("shutdown", shutdown).await.unwrap();
+        let took = began.elapsed();
+        assert!(took < Duration::from_millis(2000), "took {took:?}");
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn natter_client_with_an_untrusted_certificate_gets_an_error_saying_so() {
         let pki = Pki::new();
         let server = tls_echo(&pki, Duration::from_secs(10), |builder| builder).await;

@@ -524,10 +524,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.session() {
-            Some(stream) => Pin::new(stream).poll_shutdown(cx),
-            // Mid-handshake or failed: nothing to close politely.
-            None => Poll::Ready(Ok(())),
+        match &mut self.state {
+            State::Streaming(stream) => Pin::new(stream).poll_shutdown(cx),
+            // Mid-handshake: no reply of ours can be lost, so there is
+            // nothing to close politely. Close the socket now: left open,
+            // the handshake would go on through the connection's linger
+            // (reading a peer that may never stop) and the peer would see
+            // the close only after it.
+            State::Accepting { .. } => {
+                self.state = State::Failed;
+                Poll::Ready(Ok(()))
+            }
+            State::Failed => Poll::Ready(Ok(())),
         }
     }
 }
