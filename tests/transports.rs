@@ -350,6 +350,31 @@ mod tls {
         let error = TlsConnector::from_pem_file(&missing).unwrap_err();
         assert!(error.to_string().contains(&missing.display().to_string()));
     }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn tls_with_a_unix_address_is_refused_rather_than_ignored() {
+        let pki = Pki::new();
+        let acceptor = TlsAcceptor::from_pem_files(&pki.cert, &pki.key).unwrap();
+        let path = pki.dir.join("tls.sock");
+        let result = Server::builder()
+            .tls(acceptor)
+            .bind(format!("unix:{}", path.display()))
+            .await;
+        assert!(
+            matches!(result, Err(Error::InvalidConfig(_))),
+            "{:?}",
+            result.map(drop)
+        );
+        assert!(!path.exists(), "no socket file is left behind");
+
+        let connector = TlsConnector::from_pem_file(&pki.ca).unwrap();
+        let result = Client::builder()
+            .tls(connector)
+            .connect(format!("unix:{}", path.display()))
+            .await;
+        assert!(matches!(result, Err(Error::InvalidConfig(_))));
+    }
 }
 
 // ---------------------------------------------------------------------------
