@@ -336,6 +336,11 @@ mod tls {
                 TlsAcceptor::from_pem_files(&pki.cert, &pki.cert),
                 vec![&pki.cert],
             ),
+            // Two good files that do not belong together: both named.
+            (
+                TlsAcceptor::from_pem_files(&pki.cert, &pki.other_key),
+                vec![&pki.cert, &pki.other_key],
+            ),
         ];
         for (result, files) in cases {
             let Err(error) = result else {
