@@ -7,9 +7,8 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -28,56 +27,9 @@ async fn within<F: std::future::Future>(body: F) -> F::Output {
         .expect("the test did not finish within 15 s")
 }
 
-/// The path of an example binary. This test runs as
-/// `target/<profile>/deps/client_process-<hash>`; the examples live in
-/// `target/<profile>/examples/`. `cargo test --test client_process` alone
-/// does not build examples, so they are built (or found up to date) once,
-/// with the same profile and target directory.
+/// The path of an example binary, built once per test run.
 fn example(name: &str) -> PathBuf {
-    static EXAMPLES: OnceLock<PathBuf> = OnceLock::new();
-    let dir = EXAMPLES.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps/<test>");
-        build_examples(profile_dir);
-        profile_dir.join("examples")
-    });
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "example binary {} does not exist",
-        path.display()
-    );
-    path
-}
-
-fn build_examples(profile_dir: &Path) {
-    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-        Some("debug") => "dev",
-        Some(other) => other,
-        None => panic!("no profile directory in {}", profile_dir.display()),
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "natter",
-            "--example",
-            "echo",
-            "--example",
-            "client",
-            "--profile",
-            profile,
-        ])
-        .arg("--target-dir")
-        .arg(profile_dir.parent().unwrap())
-        .status()
-        .expect("running cargo to build the examples");
-    assert!(status.success(), "building the examples failed");
+    support::example(name)
 }
 
 /// An `echo` example process on a free port.

@@ -9,9 +9,8 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use support::{connect, exchange, finish_writing, read_to_eof, read_until_closed, within};
@@ -20,56 +19,8 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
 
 /// The echo example's binary, built once per test run.
-///
-/// `cargo test --test echo_process` builds the test but not the examples,
-/// so a binary found next to it could be missing or stale. This asks the
-/// same cargo to build the example into the same target directory and
-/// profile: cargo has released its lock by the time tests run, and when
-/// the example is up to date this takes a fraction of a second.
-fn echo_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        // target/<profile>/deps/echo_process-<hash>
-        let test_binary = std::env::current_exe().expect("current_exe");
-        let profile_dir = test_binary
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test binary lives in target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
-        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") => "dev",
-            Some(other) => other,
-            None => panic!("unexpected profile directory {}", profile_dir.display()),
-        };
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "echo",
-                "--profile",
-                profile,
-            ])
-            .arg("--manifest-path")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir)
-            .status()
-            .expect("running cargo to build the echo example");
-        assert!(
-            status.success(),
-            "`cargo build --example echo` failed: {status}"
-        );
-        let binary = profile_dir
-            .join("examples")
-            .join(format!("echo{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            binary.exists(),
-            "the echo example is not at {}; build it with `cargo build -p natter --example echo`",
-            binary.display()
-        );
-        binary
-    })
+fn echo_binary() -> PathBuf {
+    support::example("echo")
 }
 
 /// A running echo process.

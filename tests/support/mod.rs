@@ -359,3 +359,69 @@ pub fn have(program: &str) -> bool {
     }
     found
 }
+
+/// The path of an example binary (`echo`, `client`), built once per test
+/// run.
+///
+/// `cargo test --test echo_process` builds the test but not the examples,
+/// so a binary found next to it could be missing or stale. This asks cargo
+/// to build both examples into the same target directory and profile:
+/// cargo has released its lock by the time tests run, and when the
+/// examples are up to date this takes a fraction of a second.
+///
+/// The variables cargo sets for a running test (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_NAME`...) are removed first: ring's build script asks to be
+/// rerun when they change, so inherited they rebuild ring and everything
+/// above it here, and again at the next `cargo test`: tens of seconds.
+pub fn example(name: &str) -> std::path::PathBuf {
+    use std::path::{Path, PathBuf};
+    static EXAMPLES: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = EXAMPLES.get_or_init(|| {
+        // target/<profile>/deps/<test>-<hash>
+        let test_binary = std::env::current_exe().expect("current_exe");
+        let profile_dir = test_binary
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in target/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
+        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => panic!("unexpected profile directory {}", profile_dir.display()),
+        };
+        let mut cargo = std::process::Command::new(env!("CARGO"));
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let set_for_the_test = key == "OUT_DIR"
+                || key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || key.starts_with("CARGO_BIN_")
+                || matches!(
+                    &*key,
+                    "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR"
+                );
+            if set_for_the_test {
+                cargo.env_remove(&*key);
+            }
+        }
+        let status = cargo
+            .args(["build", "--quiet", "-p", "natter"])
+            .args(["--example", "echo", "--example", "client"])
+            .args(["--profile", profile])
+            .arg("--manifest-path")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .expect("running cargo to build the examples");
+        assert!(status.success(), "building the examples failed: {status}");
+        profile_dir.join("examples")
+    });
+    let binary = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "the {name} example is not at {}; build it with `cargo build -p natter --example {name}`",
+        binary.display()
+    );
+    binary
+}
