@@ -111,7 +111,7 @@ async fn run(args: Args) -> Result<(), String> {
         .codec(DelimiterCodec::new(Delimiter::from_byte(args.delim)))
         .connect_timeout(Duration::from_millis(args.connect_timeout_ms));
     if args.tls {
-        builder = builder.tls(tls_connector(&args).map_err(|error| error.to_string())?);
+        builder = builder.tls(tls_connector(&args)?);
     }
     // An untrusted certificate fails here, with an error that says so.
     let mut service = builder
@@ -173,13 +173,21 @@ async fn run(args: Args) -> Result<(), String> {
 }
 
 /// Whom `--tls` trusts, and the name it verifies.
-fn tls_connector(args: &Args) -> Result<TlsConnector, Error> {
+fn tls_connector(args: &Args) -> Result<TlsConnector, String> {
     let connector = match &args.tls_ca {
-        Some(ca) => TlsConnector::from_pem_file(ca)?,
-        None => TlsConnector::with_native_roots()?,
+        Some(ca) => TlsConnector::from_pem_file(ca).map_err(|error| error.to_string())?,
+        // Without a store no certificate can verify: say so in the words
+        // of any other certificate that does not.
+        None => TlsConnector::with_native_roots().map_err(|error| {
+            format!(
+                "{error}; so the server's certificate is not trusted (name its CA with --tls-ca)"
+            )
+        })?,
     };
     match &args.server_name {
-        Some(name) => connector.server_name(name),
+        Some(name) => connector
+            .server_name(name)
+            .map_err(|error| error.to_string()),
         None => Ok(connector),
     }
 }
