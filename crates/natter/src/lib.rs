@@ -30,9 +30,11 @@
 //!     server
 //!         .serve_with_shutdown(
 //!             |conn: &Conn| {
+//!                 // An `Addr`: TCP, a Unix socket, in memory...
 //!                 let peer = conn.peer_addr();
-//!                 service_fn(move |frame: Frame| async move {
-//!                     Ok::<_, natter::Error>(format!("{peer} said {} bytes", frame.len()))
+//!                 service_fn(move |frame: Frame| {
+//!                     let reply = format!("{peer} said {} bytes", frame.len());
+//!                     async move { Ok::<_, natter::Error>(reply) }
 //!                 })
 //!             },
 //!             shutdown,
