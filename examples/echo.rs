@@ -97,9 +97,12 @@ async fn main() -> ExitCode {
             )
             .exit(),
         // Read and checked before anything listens: a bad file is an
-        // error naming it, never a server that fails every handshake.
+        // error naming it, never a server that fails every handshake. A
+        // peer that stalls in the handshake is closed by the idle timeout
+        // or this one, whichever comes first: a second under the 10 s
+        // promised, so that timer slack stays within it.
         (Some(cert), Some(key)) => match TlsAcceptor::from_pem_files(cert, key) {
-            Ok(acceptor) => Some(acceptor),
+            Ok(acceptor) => Some(acceptor.handshake_timeout(Duration::from_secs(9))),
             Err(error) => {
                 eprintln!("echo: {error}");
                 return ExitCode::FAILURE;
@@ -121,8 +124,6 @@ async fn main() -> ExitCode {
         .handler_timeout(None)
         .drain_timeout(Duration::from_secs(4) + delay);
     if let Some(acceptor) = tls {
-        // A peer that stalls in the handshake or sends plain text is closed
-        // by the handshake timeout (10 s) or the idle timeout, if shorter.
         builder = builder.tls(acceptor);
     }
     let server = builder.bind(&args.listen).await;
