@@ -539,6 +539,49 @@ mod tls {
     }
 
     #[tokio::test]
+    async fn a_tls_handshake_that_never_ends_exits_1_within_the_connect_timeout_naming_the_address()
+    {
+        within(async {
+            let pki = Pki::new();
+            // The kernel completes the TCP handshake; nobody ever answers
+            // the ClientHello.
+            let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = silent.local_addr().unwrap().to_string();
+            let ca = pki.ca.display().to_string();
+            example("client"); // built before the clock starts
+
+            let begun = Instant::now();
+            let output = run_client(
+                &[
+                    "--connect",
+                    &addr,
+                    "--tls",
+                    "--tls-ca",
+                    &ca,
+                    "--connect-timeout-ms",
+                    "300",
+                ],
+                b"hello\n",
+            )
+            .await;
+            let took = begun.elapsed();
+
+            assert_eq!(output.status.code(), Some(1));
+            assert!(
+                text(&output.stderr).contains(&addr),
+                "stderr: {}",
+                text(&output.stderr)
+            );
+            assert!(
+                took >= Duration::from_millis(300) && took < Duration::from_millis(1300),
+                "exited after {took:?}"
+            );
+            drop(silent);
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn tls_flags_that_cannot_work_exit_1_or_2() {
         within(async {
             let pki = Pki::new();
