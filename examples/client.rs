@@ -17,6 +17,11 @@
 //! | `--tls-ca` | the platform's roots | PEM file of the certificate authorities to trust (with `--tls`) |
 //! | `--server-name` | the host part of `--connect` | the name the server's certificate must be valid for; an IP address is checked against the certificate's IP addresses (with `--tls`) |
 //!
+//! `--tls-ca` may also name a self-signed server certificate itself, as
+//! long as it is not marked as a CA: `openssl req -x509` marks it unless
+//! given `-addext basicConstraints=critical,CA:FALSE`, and such a
+//! certificate is then refused as not trusted.
+//!
 //! Each line of stdin (split at `\n`, one trailing `\r` removed) is sent as
 //! one request; each response is printed followed by `\n`, in request
 //! order. At the end of stdin, once every request is answered, the client
