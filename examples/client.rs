@@ -2,31 +2,63 @@
 //! response is printed as one line of stdout, in request order.
 //!
 //! ```text
+//! cargo run --release --example client -- --connect ADDR [--delim BYTE]
+//!     [--pipeline N] [--connect-timeout-ms MS]
+//!     [--tls [--tls-ca CA.pem] [--server-name NAME]]
+//! ```
+//!
+//! | flag | default | meaning |
+//! |---|---|---|
+//! | `--connect` | (required) | `HOST:PORT`, or `unix:PATH` for a Unix domain socket |
+//! | `--delim` | `10` | delimiter byte of the connection's frames, 1-255 (stdin is always lines) |
+//! | `--pipeline` | `1` | requests in flight at once on the one connection |
+//! | `--connect-timeout-ms` | `5000` | give up connecting (TLS handshake included) after this long |
+//! | `--tls` | off | speak TLS (`HOST:PORT` only) |
+//! | `--tls-ca` | the platform's roots | PEM file of the certificate authorities to trust (with `--tls`) |
+//! | `--server-name` | the host part of `--connect` | the name the server's certificate must be valid for; an IP address is checked against the certificate's IP addresses (with `--tls`) |
+//!
+//! `--tls-ca` may also name a self-signed server certificate itself, as
+//! long as it is not marked as a CA: `openssl req -x509` marks it unless
+//! given `-addext basicConstraints=critical,CA:FALSE`, and such a
+//! certificate is then refused as not trusted.
+//!
+//! Each line of stdin (split at `\n`, one trailing `\r` removed) is sent as
+//! one request; each response is printed followed by `\n`, in request
+//! order. At the end of stdin, once every request is answered, the client
+//! closes the connection and exits 0. It exits 1 with an error on stderr
+//! when it cannot connect (naming the address), when the server's
+//! certificate is not trusted (saying so), or when the server closes with
+//! requests unanswered (saying how many). Bad arguments exit 2. The full
+//! command line is documented in docs/cli.md.
+//!
+//! ```text
 //! cargo run --release --example echo -- --listen 127.0.0.1:7878 &
 //! printf 'hello\nworld\n' | cargo run --release --example client -- --connect 127.0.0.1:7878 --pipeline 8
 //! ```
 //!
-//! Its command line is documented in docs/cli.md ("client"). It is
-//! built on [`ClientService`](natter::ClientService), the client as a
+//! It is built on [`ClientService`](natter::ClientService), the client as a
 //! request/response `tower::Service`: up to `--pipeline` requests are in
 //! flight on the one connection, and each gets its own response.
 
 use std::io::{self, BufRead, Write};
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
+use natter::transport::tls::TlsConnector;
 use natter::{Client, Delimiter, DelimiterCodec, Error, EventKind, Frame};
 use tokio::sync::mpsc;
 use tower::{Service, ServiceExt};
 
 /// Sends each line of stdin as a request; prints each response.
 #[derive(Debug, Parser)]
+#[command(name = "client")]
 struct Args {
-    /// Server address.
+    /// Server address: HOST:PORT or unix:PATH.
     #[arg(long)]
     connect: String,
     /// Delimiter of frames on the connection, as a decimal byte (1-255).
@@ -38,11 +70,30 @@ struct Args {
     /// Give up connecting after this long.
     #[arg(long, default_value_t = 5000)]
     connect_timeout_ms: u64,
+    /// Speak TLS (HOST:PORT only).
+    #[arg(long)]
+    tls: bool,
+    /// PEM file of the certificate authorities to trust (default: the
+    /// platform's).
+    #[arg(long, value_name = "CA.pem", requires = "tls")]
+    tls_ca: Option<PathBuf>,
+    /// Verify the server's certificate for this name (default: the host
+    /// part of --connect).
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    server_name: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if args.tls && args.connect.starts_with("unix:") {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--tls needs a HOST:PORT --connect address, not unix:PATH",
+            )
+            .exit();
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -61,9 +112,14 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let mut service = Client::builder()
+    let mut builder = Client::builder()
         .codec(DelimiterCodec::new(Delimiter::from_byte(args.delim)))
-        .connect_timeout(Duration::from_millis(args.connect_timeout_ms))
+        .connect_timeout(Duration::from_millis(args.connect_timeout_ms));
+    if args.tls {
+        builder = builder.tls(tls_connector(&args)?);
+    }
+    // An untrusted certificate fails here, with an error that says so.
+    let mut service = builder
         .connect_service(&args.connect)
         .await
         .map_err(|error| error.to_string())?;
@@ -119,6 +175,26 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whom `--tls` trusts, and the name it verifies.
+fn tls_connector(args: &Args) -> Result<TlsConnector, String> {
+    let connector = match &args.tls_ca {
+        Some(ca) => TlsConnector::from_pem_file(ca).map_err(|error| error.to_string())?,
+        // Without a store no certificate can verify: say so in the words
+        // of any other certificate that does not.
+        None => TlsConnector::with_native_roots().map_err(|error| {
+            format!(
+                "{error}; so the server's certificate is not trusted (name its CA with --tls-ca)"
+            )
+        })?,
+    };
+    match &args.server_name {
+        Some(name) => connector
+            .server_name(name)
+            .map_err(|error| error.to_string()),
+        None => Ok(connector),
+    }
 }
 
 /// Reads stdin on a thread of its own (reading it blocks), one line at a

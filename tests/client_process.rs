@@ -1,15 +1,14 @@
 //! The `client` example as its users meet it: a process that reads stdin
-//! and talks to the `echo` example, checked against docs/cli.md ("client").
+//! and talks to the `echo` example (the command line is documented in
+//! docs/cli.md), over TCP, a Unix socket and TLS.
 //!
 //! Both examples run as separate processes, built from this checkout into
 //! the same target directory as this test.
 
 mod support;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -28,66 +27,26 @@ async fn within<F: std::future::Future>(body: F) -> F::Output {
         .expect("the test did not finish within 15 s")
 }
 
-/// The path of an example binary. This test runs as
-/// `target/<profile>/deps/client_process-<hash>`; the examples live in
-/// `target/<profile>/examples/`. `cargo test --test client_process` alone
-/// does not build examples, so they are built (or found up to date) once,
-/// with the same profile and target directory.
+/// The path of an example binary, built once per test run.
 fn example(name: &str) -> PathBuf {
-    static EXAMPLES: OnceLock<PathBuf> = OnceLock::new();
-    let dir = EXAMPLES.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps/<test>");
-        build_examples(profile_dir);
-        profile_dir.join("examples")
-    });
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "example binary {} does not exist",
-        path.display()
-    );
-    path
-}
-
-fn build_examples(profile_dir: &Path) {
-    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-        Some("debug") => "dev",
-        Some(other) => other,
-        None => panic!("no profile directory in {}", profile_dir.display()),
-    };
-    let status = support::cargo_command()
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "natter",
-            "--example",
-            "echo",
-            "--example",
-            "client",
-            "--profile",
-            profile,
-        ])
-        .arg("--target-dir")
-        .arg(profile_dir.parent().unwrap())
-        .status()
-        .expect("running cargo to build the examples");
-    assert!(status.success(), "building the examples failed");
+    support::example(name)
 }
 
 /// An `echo` example process on a free port.
 struct Echo {
     process: Child,
-    addr: SocketAddr,
+    /// Where it listens: `IP:PORT` or `unix:PATH`.
+    addr: String,
 }
 
 async fn start_echo(flags: &[&str]) -> Echo {
+    start_echo_at("127.0.0.1:0", flags).await
+}
+
+/// An `echo` example process listening on `listen`.
+async fn start_echo_at(listen: &str, flags: &[&str]) -> Echo {
     let mut process = Command::new(example("echo"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .args(flags)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -103,8 +62,7 @@ async fn start_echo(flags: &[&str]) -> Echo {
         .trim_end()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("echo printed {first:?}"))
-        .parse()
-        .unwrap();
+        .to_owned();
     Echo { process, addr }
 }
 
@@ -237,9 +195,21 @@ async fn empty_stdin_connects_closes_and_exits_0() {
 #[tokio::test]
 async fn a_server_killed_mid_stream_exits_1_saying_how_many_requests_went_unanswered() {
     within(async {
-        let mut echo = start_echo(&["--handler-delay-ms", "100"]).await;
+        let echo = start_echo(&["--handler-delay-ms", "100"]).await;
+        let addr = echo.addr.clone();
+        killed_mid_stream(echo, &["--connect", &addr]).await;
+    })
+    .await;
+}
+
+/// Kills `echo` (started with a handler delay) while `client` with
+/// `connect_flags` has requests in flight, and checks what the client says.
+async fn killed_mid_stream(mut echo: Echo, connect_flags: &[&str]) {
+    {
         let input: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
-        let mut process = client(&["--connect", &echo.addr.to_string(), "--pipeline", "4"]);
+        let mut flags = connect_flags.to_vec();
+        flags.extend(["--pipeline", "4"]);
+        let mut process = client(&flags);
         let mut stdin = process.stdin.take().unwrap();
         stdin
             .write_all((input.join("\n") + "\n").as_bytes())
@@ -280,8 +250,7 @@ async fn a_server_killed_mid_stream_exits_1_saying_how_many_requests_went_unansw
             .unwrap_or_else(|| panic!("no number in {message:?}"));
         assert!((1..=4).contains(&unanswered), "{message}");
         assert!(printed.len() + unanswered <= input.len(), "{message}");
-    })
-    .await;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -352,4 +321,294 @@ async fn bad_arguments_exit_2_with_the_error_on_stderr() {
         }
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// --connect unix:PATH
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn lines_are_echoed_in_order_over_a_unix_socket() {
+    within(async {
+        let dir = support::TempDir::new();
+        let listen = format!("unix:{}", dir.join("echo.sock").display());
+        let echo = start_echo_at(&listen, &[]).await;
+        assert_eq!(echo.addr, listen);
+        let input: String = (0..1000).map(|i| format!("line {i}\r\n")).collect();
+
+        let output = run_client(&["--connect", &listen, "--pipeline", "8"], input.as_bytes()).await;
+
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "stderr: {}",
+            text(&output.stderr)
+        );
+        assert_eq!(text(&output.stdout), input.replace('\r', ""));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_unix_server_killed_mid_stream_exits_1_saying_how_many_requests_went_unanswered() {
+    within(async {
+        let dir = support::TempDir::new();
+        let listen = format!("unix:{}", dir.join("echo.sock").display());
+        let echo = start_echo_at(&listen, &["--handler-delay-ms", "100"]).await;
+        killed_mid_stream(echo, &["--connect", &listen]).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn no_socket_at_the_path_exits_1_naming_it() {
+    within(async {
+        let dir = support::TempDir::new();
+        let addr = format!("unix:{}", dir.join("nobody.sock").display());
+
+        let output = run_client(&["--connect", &addr], b"hello\n").await;
+
+        assert_eq!(output.status.code(), Some(1));
+        assert!(
+            text(&output.stderr).contains(&addr),
+            "stderr: {}",
+            text(&output.stderr)
+        );
+        assert_eq!(output.stdout, b"");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// --tls, --tls-ca, --server-name
+// ---------------------------------------------------------------------------
+
+#[cfg(feature = "tls")]
+mod tls {
+    use super::support::tls::Pki;
+    use super::*;
+
+    /// A TLS echo with `pki`'s certificate (valid for `localhost` and
+    /// `127.0.0.1`).
+    async fn start_tls_echo(pki: &Pki, flags: &[&str]) -> Echo {
+        let (cert, key) = (
+            pki.cert.display().to_string(),
+            pki.key.display().to_string(),
+        );
+        let mut all = vec!["--tls-cert", &cert, "--tls-key", &key];
+        all.extend_from_slice(flags);
+        start_echo(&all).await
+    }
+
+    fn port(addr: &str) -> &str {
+        addr.rsplit_once(':').expect("IP:PORT").1
+    }
+
+    #[tokio::test]
+    async fn tls_with_the_ca_echoes_lines_verified_by_ip_by_name_and_by_server_name() {
+        within(async {
+            let pki = Pki::new();
+            let echo = start_tls_echo(&pki, &[]).await;
+            let ca = pki.ca.display().to_string();
+            let localhost = format!("localhost:{}", port(&echo.addr));
+            let input: String = (0..500).map(|i| format!("line {i}\n")).collect();
+
+            for flags in [
+                vec!["--connect", &echo.addr, "--tls", "--tls-ca", &ca],
+                vec!["--connect", &localhost, "--tls", "--tls-ca", &ca],
+                vec![
+                    "--connect",
+                    &echo.addr,
+                    "--tls",
+                    "--tls-ca",
+                    &ca,
+                    "--server-name",
+                    "localhost",
+                ],
+            ] {
+                let mut flags = flags.clone();
+                flags.extend(["--pipeline", "4"]);
+                let output = run_client(&flags, input.as_bytes()).await;
+                assert_eq!(
+                    output.status.code(),
+                    Some(0),
+                    "{flags:?}: stderr: {}",
+                    text(&output.stderr)
+                );
+                assert_eq!(text(&output.stdout), input, "{flags:?}");
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn tls_trusts_the_platform_roots_by_default() {
+        within(async {
+            let pki = Pki::new();
+            let echo = start_tls_echo(&pki, &[]).await;
+            // rustls-native-certs reads the platform's roots from
+            // SSL_CERT_FILE when it is set: here, our CA alone.
+            let mut process = client_with_roots(&["--connect", &echo.addr, "--tls"], &pki.ca);
+            drop(process.stdin.take());
+            let output = process.wait_with_output().await.unwrap();
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "stderr: {}",
+                text(&output.stderr)
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_certificate_exits_1_saying_it_was_not_trusted() {
+        within(async {
+            let pki = Pki::new();
+            let echo = start_tls_echo(&pki, &[]).await;
+            let (ca, other_ca) = (
+                pki.ca.display().to_string(),
+                pki.other_ca.display().to_string(),
+            );
+            let empty = pki.dir.join("empty.pem");
+            std::fs::write(&empty, "").unwrap();
+
+            let cases = [
+                // Signed by a CA it does not trust.
+                (vec!["--tls-ca", &other_ca], None),
+                // Trusted CA, but the certificate is not for that name.
+                (
+                    vec!["--tls-ca", &ca, "--server-name", "elsewhere.example"],
+                    None,
+                ),
+                // The platform's roots: ours is not among them.
+                (vec![], Some(&pki.other_ca)),
+                // No platform roots at all.
+                (vec![], Some(&empty)),
+            ];
+            for (flags, roots) in cases {
+                let mut all = vec!["--connect", echo.addr.as_str(), "--tls"];
+                all.extend_from_slice(&flags);
+                let mut process = match roots {
+                    Some(roots) => client_with_roots(&all, roots),
+                    None => client(&all),
+                };
+                drop(process.stdin.take());
+                let output = process.wait_with_output().await.unwrap();
+                let stderr = text(&output.stderr);
+                assert_eq!(
+                    output.status.code(),
+                    Some(1),
+                    "{flags:?} {roots:?}: {stderr}"
+                );
+                assert!(
+                    stderr.contains("not trusted"),
+                    "{flags:?} {roots:?}: {stderr}"
+                );
+                assert!(!stderr.contains("panicked"), "{stderr}");
+                assert_eq!(output.stdout, b"");
+            }
+        })
+        .await;
+    }
+
+    /// The client with `flags`, trusting only the roots in `roots` as the
+    /// platform's.
+    fn client_with_roots(flags: &[&str], roots: &std::path::Path) -> Child {
+        Command::new(example("client"))
+            .args(flags)
+            .env("SSL_CERT_FILE", roots)
+            .env("SSL_CERT_DIR", roots.with_extension("no-such-dir"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_tls_server_killed_mid_stream_exits_1_saying_how_many_requests_went_unanswered() {
+        within(async {
+            let pki = Pki::new();
+            let echo = start_tls_echo(&pki, &["--handler-delay-ms", "100"]).await;
+            let (addr, ca) = (echo.addr.clone(), pki.ca.display().to_string());
+            killed_mid_stream(echo, &["--connect", &addr, "--tls", "--tls-ca", &ca]).await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_that_never_ends_exits_1_within_the_connect_timeout_naming_the_address()
+    {
+        within(async {
+            let pki = Pki::new();
+            // The kernel completes the TCP handshake; nobody ever answers
+            // the ClientHello.
+            let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = silent.local_addr().unwrap().to_string();
+            let ca = pki.ca.display().to_string();
+            example("client"); // built before the clock starts
+
+            let begun = Instant::now();
+            let output = run_client(
+                &[
+                    "--connect",
+                    &addr,
+                    "--tls",
+                    "--tls-ca",
+                    &ca,
+                    "--connect-timeout-ms",
+                    "300",
+                ],
+                b"hello\n",
+            )
+            .await;
+            let took = begun.elapsed();
+
+            assert_eq!(output.status.code(), Some(1));
+            assert!(
+                text(&output.stderr).contains(&addr),
+                "stderr: {}",
+                text(&output.stderr)
+            );
+            assert!(
+                took >= Duration::from_millis(300) && took < Duration::from_millis(1300),
+                "exited after {took:?}"
+            );
+            drop(silent);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn tls_flags_that_cannot_work_exit_1_or_2() {
+        within(async {
+            let pki = Pki::new();
+            let missing = pki.dir.join("missing.pem").display().to_string();
+            let output = run_client(
+                &["--connect", "127.0.0.1:1", "--tls", "--tls-ca", &missing],
+                b"",
+            )
+            .await;
+            assert_eq!(output.status.code(), Some(1));
+            assert!(
+                text(&output.stderr).contains(&missing),
+                "{}",
+                text(&output.stderr)
+            );
+
+            let unix = format!("unix:{}", pki.dir.join("x.sock").display());
+            for flags in [
+                &["--connect", "127.0.0.1:1", "--tls-ca", &missing][..],
+                &["--connect", "127.0.0.1:1", "--server-name", "x"],
+                &["--connect", &unix, "--tls"],
+            ] {
+                let output = run_client(flags, b"").await;
+                assert_eq!(output.status.code(), Some(2), "{flags:?}");
+                assert!(!output.stderr.is_empty(), "{flags:?}");
+            }
+        })
+        .await;
+    }
 }

@@ -8,6 +8,10 @@
 //! out of order), some frames have no reply, and the last frame may be left
 //! without its delimiter at the half-close. Each case is a fresh server on
 //! its own port; the case count is small so that the file runs in seconds.
+//!
+//! The same property holds with no socket at all: one connection served by
+//! `ServerBuilder::serve_io` over a `tokio::io::duplex` pipe so narrow that
+//! every write, the peer's and the server's, is partial.
 
 mod support;
 
@@ -18,7 +22,7 @@ use std::time::Duration;
 use natter::{Conn, DelimiterCodec, Frame, Server};
 use proptest::prelude::*;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::runtime::Runtime;
 use tower::service_fn;
 
@@ -146,6 +150,12 @@ fn case() -> impl Strategy<Value = Case> {
     })
 }
 
+/// The handler: [`handled`], after `len % 3` milliseconds.
+async fn handler(frame: Frame) -> Result<Option<Frame>, Infallible> {
+    tokio::time::sleep(Duration::from_millis(frame.len() as u64 % 3)).await;
+    Ok(handled(&frame).map(Frame::from))
+}
+
 /// Runs one case against a fresh server; returns what the peer read before
 /// the server closed.
 async fn run(case: &Case) -> Vec<u8> {
@@ -155,14 +165,40 @@ async fn run(case: &Case) -> Vec<u8> {
         .bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let server = start(server, |_: &Conn| {
-        service_fn(|frame: Frame| async move {
-            tokio::time::sleep(Duration::from_millis(frame.len() as u64 % 3)).await;
-            Ok::<_, Infallible>(handled(&frame).map(Frame::from))
-        })
-    });
+    let server = start(server, |_: &Conn| service_fn(handler));
     let stream = connect(server.addr).await;
-    let (mut reading, mut writing) = stream.into_split();
+    let (reading, writing) = stream.into_split();
+    let got = talk(case, reading, writing).await;
+    server.shutdown().await;
+    got
+}
+
+/// Runs one case over an in-memory pipe of `pipe` bytes, served by
+/// `serve_io`.
+async fn run_in_memory(case: &Case, pipe: usize) -> Vec<u8> {
+    let (server_end, client_end) = tokio::io::duplex(pipe);
+    let served = tokio::spawn(
+        Server::builder()
+            .codec(case.codec())
+            .max_in_flight(case.max_in_flight)
+            .serve_io(server_end, |_: &Conn| service_fn(handler)),
+    );
+    let (reading, writing) = tokio::io::split(client_end);
+    let got = talk(case, reading, writing).await;
+    within("serve_io to return", served)
+        .await
+        .expect("serve_io task")
+        .expect("serve_io ended with an error");
+    got
+}
+
+/// Writes the case's bytes as it says, half-closes, and returns what was
+/// read until the server closed.
+async fn talk<R, W>(case: &Case, mut reading: R, mut writing: W) -> Vec<u8>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
     let reader = tokio::spawn(async move {
         let mut got = Vec::new();
         reading.read_to_end(&mut got).await.map(|_| got)
@@ -187,12 +223,10 @@ async fn run(case: &Case) -> Vec<u8> {
         }
     }
     writing.shutdown().await.expect("half-close");
-    let got = within("the server to answer and close", reader)
+    within("the server to answer and close", reader)
         .await
         .expect("reader task")
-        .expect("a clean end of stream");
-    server.shutdown().await;
-    got
+        .expect("a clean end of stream")
 }
 
 proptest! {
@@ -203,6 +237,25 @@ proptest! {
         case in case()
     ) {
         let got = RUNTIME.block_on(within("the case", run(&case)));
+        let expected = case.expected_replies();
+        prop_assert!(
+            got == expected,
+            "got {:?}, expected {:?}",
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&expected)
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn the_same_holds_in_memory_through_a_pipe_of_a_few_bytes(
+        case in case(),
+        pipe in 1usize..32,
+    ) {
+        let got = RUNTIME.block_on(within("the case", run_in_memory(&case, pipe)));
         let expected = case.expected_replies();
         prop_assert!(
             got == expected,

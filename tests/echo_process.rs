@@ -1,81 +1,35 @@
 //! The echo example as its users meet it: a process with a command line,
-//! stdout, stderr, an exit code and a port (docs/cli.md, "echo").
+//! stdout, stderr, an exit code and a port (the command line is documented
+//! in docs/cli.md), over TCP, a Unix socket and TLS.
 //!
-//! Each test runs the built example binary on a free loopback port, reads
-//! the address from its first stdout line and talks to it over TCP. Every
-//! wait is bounded; the processes are killed when a test ends, however it
-//! ends.
+//! Each test runs the built example binary on a free loopback port (or a
+//! Unix socket in a temporary directory), reads the address from its first
+//! stdout line and talks to it. Every wait is bounded; the processes are
+//! killed when a test ends, however it ends.
 
 mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use support::{connect, exchange, finish_writing, read_to_eof, read_until_closed, within};
+use support::{TempDir, connect, exchange, finish_writing, read_to_eof, read_until_closed, within};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
 
 /// The echo example's binary, built once per test run.
-///
-/// `cargo test --test echo_process` builds the test but not the examples,
-/// so a binary found next to it could be missing or stale. This asks the
-/// same cargo to build the example into the same target directory and
-/// profile: cargo has released its lock by the time tests run, and when
-/// the example is up to date this takes a fraction of a second.
-fn echo_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        // target/<profile>/deps/echo_process-<hash>
-        let test_binary = std::env::current_exe().expect("current_exe");
-        let profile_dir = test_binary
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test binary lives in target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
-        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") => "dev",
-            Some(other) => other,
-            None => panic!("unexpected profile directory {}", profile_dir.display()),
-        };
-        let status = support::cargo_command()
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "echo",
-                "--profile",
-                profile,
-            ])
-            .arg("--manifest-path")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir)
-            .status()
-            .expect("running cargo to build the echo example");
-        assert!(
-            status.success(),
-            "`cargo build --example echo` failed: {status}"
-        );
-        let binary = profile_dir
-            .join("examples")
-            .join(format!("echo{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            binary.exists(),
-            "the echo example is not at {}; build it with `cargo build -p natter --example echo`",
-            binary.display()
-        );
-        binary
-    })
+fn echo_binary() -> PathBuf {
+    support::example("echo")
 }
 
 /// A running echo process.
 struct Echo {
     child: Child,
-    addr: SocketAddr,
+    /// Where it listens, as its first stdout line says (after `listening
+    /// on `).
+    listening: String,
     /// stdout after the first line.
     stdout: Lines<BufReader<ChildStdout>>,
     /// stderr, line by line, read as the process writes it so that a full
@@ -87,8 +41,17 @@ impl Echo {
     /// Starts `echo --listen 127.0.0.1:0 <args>` and reads the address it
     /// announces.
     async fn start(args: &[&str]) -> Echo {
+        let echo = Echo::listen("127.0.0.1:0", args).await;
+        let addr = echo.addr();
+        assert_eq!(addr.ip().to_string(), "127.0.0.1", "{}", echo.listening);
+        assert_ne!(addr.port(), 0, "{}: the real port, not 0", echo.listening);
+        echo
+    }
+
+    /// Starts `echo --listen <listen> <args>` and reads the first line.
+    async fn listen(listen: &str, args: &[&str]) -> Echo {
         let mut child = Command::new(echo_binary())
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -111,20 +74,23 @@ impl Echo {
             .await
             .expect("reading stdout")
             .expect("stdout ended before the first line");
-        let addr = first
+        let listening = first
             .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first stdout line {first:?}"));
-        let addr: SocketAddr = addr
-            .parse()
-            .unwrap_or_else(|_| panic!("no address in {first:?}"));
-        assert_eq!(addr.ip().to_string(), "127.0.0.1", "{first:?}");
-        assert_ne!(addr.port(), 0, "{first:?}: the real port, not 0");
+            .unwrap_or_else(|| panic!("first stdout line {first:?}"))
+            .to_owned();
         Echo {
             child,
-            addr,
+            listening,
             stdout,
             stderr,
         }
+    }
+
+    /// The TCP address it listens on.
+    fn addr(&self) -> SocketAddr {
+        self.listening
+            .parse()
+            .unwrap_or_else(|_| panic!("no IP:PORT in `listening on {}`", self.listening))
     }
 
     /// Sends `signal` (`"TERM"`, `"INT"`) with the system's `kill`.
@@ -185,7 +151,7 @@ async fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
 async fn the_first_stdout_line_is_the_real_listening_address() {
     within("the test", async {
         let echo = Echo::start(&[]).await;
-        let mut client = connect(echo.addr).await;
+        let mut client = connect(echo.addr()).await;
         exchange(&mut client, "hi\r\n", "hi\n").await;
     })
     .await
@@ -195,7 +161,7 @@ async fn the_first_stdout_line_is_the_real_listening_address() {
 async fn echo_answers_every_line_in_order_then_closes_after_a_half_close() {
     within("the test", async {
         let echo = Echo::start(&[]).await;
-        let mut client = connect(echo.addr).await;
+        let mut client = connect(echo.addr()).await;
         exchange(&mut client, "one\r\ntwo\r\r\n\n", "one\ntwo\r\n\n").await;
         client.write_all(b"three\nlast").await.unwrap();
         finish_writing(&mut client).await;
@@ -208,7 +174,7 @@ async fn echo_answers_every_line_in_order_then_closes_after_a_half_close() {
 async fn delim_0_echoes_the_whole_stream_verbatim_then_closes() {
     within("the test", async {
         let echo = Echo::start(&["--delim", "0"]).await;
-        let mut client = connect(echo.addr).await;
+        let mut client = connect(echo.addr()).await;
         client.write_all(b"first line\r\n").await.unwrap();
         client.write_all(b"\n;second, no newline").await.unwrap();
         finish_writing(&mut client).await;
@@ -224,7 +190,7 @@ async fn delim_0_echoes_the_whole_stream_verbatim_then_closes() {
 async fn another_delimiter_strips_nothing_but_itself() {
     within("the test", async {
         let echo = Echo::start(&["--delim", "59"]).await;
-        let mut client = connect(echo.addr).await;
+        let mut client = connect(echo.addr()).await;
         exchange(&mut client, "a\r;b\n;;", "a\r;b\n;;").await;
     })
     .await
@@ -234,8 +200,9 @@ async fn another_delimiter_strips_nothing_but_itself() {
 async fn sigterm_answers_the_frame_already_sent_closes_idle_connections_and_exits_0() {
     within("the test", async {
         let mut echo = Echo::start(&["--handler-delay-ms", "300"]).await;
-        let mut busy = connect(echo.addr).await;
-        let mut idle = connect(echo.addr).await;
+        let addr = echo.addr();
+        let mut busy = connect(echo.addr()).await;
+        let mut idle = connect(echo.addr()).await;
         // Both connections are accepted once each has been answered.
         exchange(&mut busy, "warm up\n", "warm up\n").await;
         exchange(&mut idle, "me too\n", "me too\n").await;
@@ -261,7 +228,7 @@ async fn sigterm_answers_the_frame_already_sent_closes_idle_connections_and_exit
             .unwrap();
         assert_eq!(rest, "");
         // The listener is gone.
-        assert!(tokio::net::TcpStream::connect(echo.addr).await.is_err());
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
     })
     .await
 }
@@ -270,7 +237,7 @@ async fn sigterm_answers_the_frame_already_sent_closes_idle_connections_and_exit
 async fn sigint_stops_it_too() {
     within("the test", async {
         let mut echo = Echo::start(&[]).await;
-        let mut client = connect(echo.addr).await;
+        let mut client = connect(echo.addr()).await;
         exchange(&mut client, "x\n", "x\n").await;
         echo.signal("INT").await;
         assert_eq!(read_to_eof(&mut client).await, "");
@@ -329,10 +296,10 @@ async fn an_address_in_use_exits_1_naming_the_address() {
 async fn an_oversized_frame_closes_only_its_connection_and_is_logged_with_the_peer() {
     within("the test", async {
         let mut echo = Echo::start(&["--max-frame", "8"]).await;
-        let mut bystander = connect(echo.addr).await;
+        let mut bystander = connect(echo.addr()).await;
         exchange(&mut bystander, "before\n", "before\n").await;
 
-        let mut offender = connect(echo.addr).await;
+        let mut offender = connect(echo.addr()).await;
         let peer = offender.local_addr().unwrap().to_string();
         // Exactly the limit is accepted, a stripped `\r` not counted.
         exchange(&mut offender, "12345678\r\n", "12345678\n").await;
@@ -353,4 +320,215 @@ async fn an_oversized_frame_closes_only_its_connection_and_is_logged_with_the_pe
         exchange(&mut bystander, "after\n", "after\n").await;
     })
     .await
+}
+
+// ---------------------------------------------------------------------------
+// --listen unix:PATH
+// ---------------------------------------------------------------------------
+
+async fn connect_unix(path: &Path) -> tokio::net::UnixStream {
+    within("connect", tokio::net::UnixStream::connect(path))
+        .await
+        .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_listen_announces_the_path_echoes_and_sigterm_drains_and_removes_the_file() {
+    within("the test", async {
+        let dir = TempDir::new();
+        let path = dir.join("echo.sock");
+        let listen = format!("unix:{}", path.display());
+        let mut echo = Echo::listen(&listen, &["--handler-delay-ms", "300"]).await;
+        assert_eq!(echo.listening, listen, "the first line names the socket");
+
+        let mut busy = connect_unix(&path).await;
+        let mut idle = connect_unix(&path).await;
+        exchange(&mut busy, "one\r\ntwo\r\r\n\n", "one\ntwo\r\n\n").await;
+        exchange(&mut idle, "me too\n", "me too\n").await;
+
+        busy.write_all(b"just before\n").await.unwrap();
+        echo.signal("TERM").await;
+        assert_eq!(read_to_eof(&mut idle).await, "");
+        assert_eq!(read_to_eof(&mut busy).await, "just before\n");
+        let status = echo.exit_status().await;
+        assert_eq!(status.code(), Some(0), "{status}");
+        assert!(!path.exists(), "the socket file outlived the server");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_listen_on_a_live_socket_or_a_non_socket_exits_1_naming_the_path_and_takes_over_a_stale_one()
+ {
+    within("the test", async {
+        let dir = TempDir::new();
+        let file = dir.join("notes.txt");
+        std::fs::write(&file, "keep me").unwrap();
+        let path = dir.join("echo.sock");
+        let listen = format!("unix:{}", path.display());
+        let mut live = Echo::listen(&listen, &[]).await;
+
+        for taken in [&file, &path] {
+            let taken = taken.display().to_string();
+            let (status, stdout, stderr) =
+                run_to_exit(&["--listen", &format!("unix:{taken}")]).await;
+            assert_eq!(
+                status.code(),
+                Some(1),
+                "{taken}: {status}; stderr: {stderr}"
+            );
+            assert!(
+                stderr.contains(&taken),
+                "stderr does not name {taken}: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{stderr}");
+            assert_eq!(stdout, "");
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+        let mut client = connect_unix(&path).await;
+        exchange(&mut client, "still here\n", "still here\n").await;
+
+        // Killed outright, the server leaves its socket file behind; the
+        // next one takes it over.
+        live.child.start_kill().unwrap();
+        live.exit_status().await;
+        drop(client);
+        assert!(path.exists());
+        let _next = Echo::listen(&listen, &[]).await;
+        let mut client = connect_unix(&path).await;
+        exchange(&mut client, "taken over\n", "taken over\n").await;
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// --tls-cert, --tls-key
+// ---------------------------------------------------------------------------
+
+#[cfg(feature = "tls")]
+mod tls {
+    use std::time::Instant;
+
+    use super::support::tls::{Pki, openssl_s_client};
+    use super::*;
+
+    fn tls_args(pki: &Pki) -> [String; 4] {
+        [
+            "--tls-cert".into(),
+            pki.cert.display().to_string(),
+            "--tls-key".into(),
+            pki.key.display().to_string(),
+        ]
+    }
+
+    async fn start_tls(pki: &Pki, more: &[&str]) -> Echo {
+        let args = tls_args(pki);
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend_from_slice(more);
+        Echo::start(&all).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_keeps_the_first_line_and_echoes_to_rustls_and_openssl() {
+        within("the test", async {
+            let pki = Pki::new();
+            let echo = start_tls(&pki, &[]).await;
+
+            let mut client = pki.connect(echo.addr(), "127.0.0.1").await;
+            exchange(&mut client, "hi\r\nthere\n", "hi\nthere\n").await;
+            client.write_all(b"last").await.unwrap();
+            finish_writing(&mut client).await;
+            assert_eq!(read_to_eof(&mut client).await, "last\n");
+
+            if let Some(lines) = openssl_s_client(&pki, echo.addr(), "one\r\ntwo\n", 2).await {
+                assert_eq!(lines, ["one", "two"]);
+            }
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_peers_that_send_plain_text_or_stall_are_closed_within_the_idle_timeout() {
+        within("the test", async {
+            let pki = Pki::new();
+            let echo = start_tls(&pki, &["--idle-timeout-ms", "600"]).await;
+            let mut good = pki.connect(echo.addr(), "localhost").await;
+            exchange(&mut good, "before\n", "before\n").await;
+
+            let mut plain = connect(echo.addr()).await;
+            plain.write_all(b"hello\n").await.unwrap();
+            let began = Instant::now();
+            let mut silent = connect(echo.addr()).await;
+            let (got, _) = read_until_closed(&mut plain).await;
+            assert!(!got.windows(5).any(|w| w == b"hello"), "{got:?}");
+
+            // The TLS client keeps talking (within its own idle timeout)
+            // while the silent one waits to be closed.
+            let closed = read_until_closed(&mut silent);
+            let talking = async {
+                loop {
+                    exchange(&mut good, "during\n", "during\n").await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            tokio::select! {
+                _ = closed => {}
+                () = talking => unreachable!(),
+            }
+            let took = began.elapsed();
+            assert!(
+                took < Duration::from_millis(600 + 1000),
+                "closed after {took:?}, idle timeout 600 ms"
+            );
+            exchange(&mut good, "after\n", "after\n").await;
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unusable_tls_files_exit_1_naming_the_file_before_listening() {
+        within("the test", async {
+            let pki = Pki::new();
+            let missing = pki.dir.join("missing.pem").display().to_string();
+            let (cert, key) = (
+                pki.cert.display().to_string(),
+                pki.key.display().to_string(),
+            );
+            let other_key = pki.other_key.display().to_string();
+            for (args, named) in [
+                (["--tls-cert", &missing, "--tls-key", &key], &missing),
+                (["--tls-cert", &cert, "--tls-key", &missing], &missing),
+                (["--tls-cert", &key, "--tls-key", &key], &key),
+                (["--tls-cert", &cert, "--tls-key", &other_key], &other_key),
+            ] {
+                let mut all = vec!["--listen", "127.0.0.1:0"];
+                all.extend_from_slice(&args);
+                let (status, stdout, stderr) = run_to_exit(&all).await;
+                assert_eq!(
+                    status.code(),
+                    Some(1),
+                    "{args:?}: {status}; stderr: {stderr}"
+                );
+                assert!(stderr.contains(named.as_str()), "{args:?}: {stderr}");
+                assert!(!stderr.contains("panicked"), "{stderr}");
+                assert_eq!(stdout, "", "{args:?}: nothing listened");
+            }
+
+            // Half of the pair, or TLS on a Unix socket: bad arguments.
+            let unix = format!("unix:{}", pki.dir.join("tls.sock").display());
+            for args in [
+                vec!["--listen", "127.0.0.1:0", "--tls-cert", &cert],
+                vec!["--listen", &unix, "--tls-cert", &cert, "--tls-key", &key],
+            ] {
+                let (status, stdout, stderr) = run_to_exit(&args).await;
+                assert_eq!(
+                    status.code(),
+                    Some(2),
+                    "{args:?}: {status}; stderr: {stderr}"
+                );
+                assert_eq!(stdout, "", "{args:?}");
+            }
+        })
+        .await
+    }
 }

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use natter::{
     BoxError, Conn, Error, Event, EventKind, Events, Frame, IntoReply, Server, ServerHandle,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tower::util::ServiceFn;
@@ -97,8 +97,8 @@ pub async fn connect(addr: SocketAddr) -> TcpStream {
         .expect("connect")
 }
 
-/// Reads exactly `len` bytes.
-pub async fn read_exactly(stream: &mut TcpStream, len: usize) -> Bytes {
+/// Reads exactly `len` bytes (from a TCP, Unix, TLS or in-memory stream).
+pub async fn read_exactly<S: AsyncRead + Unpin>(stream: &mut S, len: usize) -> Bytes {
     let mut buf = vec![0; len];
     within("read", stream.read_exact(&mut buf))
         .await
@@ -108,7 +108,11 @@ pub async fn read_exactly(stream: &mut TcpStream, len: usize) -> Bytes {
 
 /// Writes `request` and checks that exactly `reply` comes back (nothing is
 /// read beyond it).
-pub async fn exchange(stream: &mut TcpStream, request: &str, reply: &str) {
+pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &str,
+    reply: &str,
+) {
     stream.write_all(request.as_bytes()).await.expect("write");
     let got = read_exactly(stream, reply.len()).await;
     assert_eq!(got, reply, "reply to {request:?}");
@@ -125,7 +129,7 @@ pub enum End {
 
 /// Reads until the server closes the connection; returns every byte read
 /// before that, and how it ended.
-pub async fn read_until_closed(stream: &mut TcpStream) -> (Bytes, End) {
+pub async fn read_until_closed<S: AsyncRead + Unpin>(stream: &mut S) -> (Bytes, End) {
     within("the server to close the connection", async {
         let mut got = BytesMut::new();
         loop {
@@ -140,14 +144,14 @@ pub async fn read_until_closed(stream: &mut TcpStream) -> (Bytes, End) {
 }
 
 /// Reads until a clean end of stream; returns every byte read.
-pub async fn read_to_eof(stream: &mut TcpStream) -> Bytes {
+pub async fn read_to_eof<S: AsyncRead + Unpin>(stream: &mut S) -> Bytes {
     let (got, end) = read_until_closed(stream).await;
     assert_eq!(end, End::Eof, "expected FIN, got a reset after {got:?}");
     got
 }
 
 /// Half-closes our side: the server sees end of stream.
-pub async fn finish_writing(stream: &mut TcpStream) {
+pub async fn finish_writing<S: AsyncWrite + Unpin>(stream: &mut S) {
     stream.shutdown().await.expect("shutdown(Write)");
 }
 
@@ -294,31 +298,130 @@ pub async fn unresponsive_listener() -> (TcpListener, Vec<TcpStream>, SocketAddr
     panic!("connecting to {addr} never hung: cannot simulate an unresponsive server here");
 }
 
-/// A `cargo` command for a test to build the examples with, in the
-/// environment a plain `cargo build` would have.
-///
-/// A test runs with the variables cargo sets for it (`CARGO_MANIFEST_DIR`,
-/// `CARGO_PKG_NAME`...). Build scripts that watch them (ring's does) would
-/// see them change and rebuild their crate and everything above it, every
-/// time a test builds the examples; so they are removed.
-pub fn cargo_command() -> std::process::Command {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = std::process::Command::new(cargo);
-    for (name, _) in std::env::vars_os() {
-        let Some(name) = name.to_str() else { continue };
-        let kept = ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_INCREMENTAL"].contains(&name)
-            || [
-                "CARGO_BUILD_",
-                "CARGO_NET_",
-                "CARGO_REGISTRIES_",
-                "CARGO_PROFILE_",
-                "CARGO_TERM_",
-            ]
-            .iter()
-            .any(|prefix| name.starts_with(prefix));
-        if (name.starts_with("CARGO_") && !kept) || name == "OUT_DIR" {
-            command.env_remove(name);
-        }
+#[cfg(feature = "tls")]
+pub mod tls;
+
+/// A directory of its own under the system's temporary directory, removed
+/// with everything in it when dropped: for Unix socket files and generated
+/// certificates.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// Makes a new, empty directory whose name no other test (or process)
+    /// uses.
+    pub fn new() -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let unique = format!(
+            "natter-{}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.subsec_nanos()),
+        );
+        let path = std::env::temp_dir().join(unique);
+        std::fs::create_dir(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        TempDir(path)
     }
-    command
+
+    /// A path inside it.
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether a program can be run here (`program -V`, or `openssl version`
+/// ); a test that needs it prints a note and skips otherwise.
+pub fn have(program: &str) -> bool {
+    let arg = if program == "openssl" {
+        "version"
+    } else {
+        "-V"
+    };
+    let found = std::process::Command::new(program)
+        .arg(arg)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!(
+            "note: `{program}` is not installed; skipping the part of this test that uses it"
+        );
+    }
+    found
+}
+
+/// The path of an example binary (`echo`, `client`), built once per test
+/// run.
+///
+/// `cargo test --test echo_process` builds the test but not the examples,
+/// so a binary found next to it could be missing or stale. This asks cargo
+/// to build both examples into the same target directory and profile:
+/// cargo has released its lock by the time tests run, and when the
+/// examples are up to date this takes a fraction of a second.
+///
+/// The variables cargo sets for a running test (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_NAME`...) are removed first: ring's build script asks to be
+/// rerun when they change, so inherited they rebuild ring and everything
+/// above it here, and again at the next `cargo test`: tens of seconds.
+pub fn example(name: &str) -> std::path::PathBuf {
+    use std::path::{Path, PathBuf};
+    static EXAMPLES: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = EXAMPLES.get_or_init(|| {
+        // target/<profile>/deps/<test>-<hash>
+        let test_binary = std::env::current_exe().expect("current_exe");
+        let profile_dir = test_binary
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in target/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
+        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => panic!("unexpected profile directory {}", profile_dir.display()),
+        };
+        let mut cargo = std::process::Command::new(env!("CARGO"));
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let set_for_the_test = key == "OUT_DIR"
+                || key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || key.starts_with("CARGO_BIN_")
+                || matches!(
+                    &*key,
+                    "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR"
+                );
+            if set_for_the_test {
+                cargo.env_remove(&*key);
+            }
+        }
+        let status = cargo
+            .args(["build", "--quiet", "-p", "natter"])
+            .args(["--example", "echo", "--example", "client"])
+            .args(["--profile", profile])
+            .arg("--manifest-path")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .expect("running cargo to build the examples");
+        assert!(status.success(), "building the examples failed: {status}");
+        profile_dir.join("examples")
+    });
+    let binary = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "the {name} example is not at {}; build it with `cargo build -p natter --example {name}`",
+        binary.display()
+    );
+    binary
 }

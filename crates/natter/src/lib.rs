@@ -37,6 +37,7 @@
 //!     server
 //!         .serve_with_shutdown(
 //!             |conn: &Conn| {
+//!                 // An `Addr`: TCP, a Unix socket, in memory...
 //!                 let peer = conn.peer_addr();
 //!                 service_fn(move |frame: Frame| {
 //!                     let reply = format!("{peer} said {} bytes", frame.len());

@@ -133,7 +133,10 @@ impl<L, C> ServerBuilder<L, C> {
 
     /// Speaks TLS on the TCP listener [`bind`](Self::bind) makes (see
     /// [`TlsAcceptor`](crate::transport::tls::TlsAcceptor) for certificates and the
-    /// handshake timeout).
+    /// handshake timeout). `bind("unix:PATH")` then fails with
+    /// [`Error::InvalidConfig`]; for TLS over a Unix socket, give a
+    /// [`TlsListener`](crate::transport::tls::TlsListener) to
+    /// [`listener`](Self::listener).
     #[cfg(feature = "tls")]
     pub fn tls(mut self, acceptor: crate::transport::tls::TlsAcceptor) -> Self {
         self.tls = Some(acceptor);
@@ -217,6 +220,14 @@ impl<L, C> ServerBuilder<L, C> {
         let addr = addr.to_string();
         #[cfg(unix)]
         if let Some(path) = addr.strip_prefix("unix:") {
+            // Serving plain text where TLS was asked for would be worse
+            // than not serving.
+            #[cfg(feature = "tls")]
+            if self.tls.is_some() {
+                return Err(Error::InvalidConfig(
+                    "TLS is for TCP addresses; over a Unix socket use tls::TlsListener",
+                ));
+            }
             let listener = crate::transport::unix::UnixListener::bind(path)?;
             return self.listen(Bound::Unix(listener));
         }

@@ -159,11 +159,16 @@ impl TlsAcceptor {
         cert_chain: impl AsRef<Path>,
         key: impl AsRef<Path>,
     ) -> Result<TlsAcceptor, Error> {
-        let (cert_chain, key) = (cert_chain.as_ref(), key.as_ref());
+        let (cert_chain, key_path) = (cert_chain.as_ref(), key.as_ref());
         let certificates = read_certificates(cert_chain)?;
-        let key = PrivateKeyDer::from_pem_file(key)
-            .map_err(|error| config_error(format!("{}: {error}", key.display()), None))?;
-        TlsAcceptor::from_parts(certificates, key, &format!("{}", cert_chain.display()))
+        let key = PrivateKeyDer::from_pem_file(key_path)
+            .map_err(|error| config_error(format!("{}: {error}", key_path.display()), None))?;
+        let mismatch = format!(
+            "{} does not go with the key in {}",
+            cert_chain.display(),
+            key_path.display()
+        );
+        TlsAcceptor::from_parts(certificates, key, mismatch)
     }
 
     /// From a certificate chain and its private key in PEM text.
@@ -171,22 +176,24 @@ impl TlsAcceptor {
         let certificates = read_certificates_pem(cert_chain)?;
         let key = PrivateKeyDer::from_pem_slice(key)
             .map_err(|error| config_error(format!("private key: {error}"), None))?;
-        TlsAcceptor::from_parts(certificates, key, "certificate")
+        TlsAcceptor::from_parts(
+            certificates,
+            key,
+            "the certificate does not go with the key".into(),
+        )
     }
 
     fn from_parts(
         certificates: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
-        what: &str,
+        mismatch: String,
     ) -> Result<TlsAcceptor, Error> {
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|error| config_error("TLS versions", Some(error)))?
             .with_no_client_auth()
             .with_single_cert(certificates, key)
-            .map_err(|error| {
-                config_error(format!("{what}: does not go with the key"), Some(error))
-            })?;
+            .map_err(|error| config_error(mismatch, Some(error)))?;
         Ok(TlsAcceptor::new(Arc::new(config)))
     }
 
@@ -524,10 +531,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.session() {
-            Some(stream) => Pin::new(stream).poll_shutdown(cx),
-            // Mid-handshake or failed: nothing to close politely.
-            None => Poll::Ready(Ok(())),
+        match &mut self.state {
+            State::Streaming(stream) => Pin::new(stream).poll_shutdown(cx),
+            // Mid-handshake: no reply of ours can be lost, so there is
+            // nothing to close politely. Close the socket now: left open,
+            // the handshake would go on through the connection's linger
+            // (reading a peer that may never stop) and the peer would see
+            // the close only after it.
+            State::Accepting { .. } => {
+                self.state = State::Failed;
+                Poll::Ready(Ok(()))
+            }
+            State::Failed => Poll::Ready(Ok(())),
         }
     }
 }
