@@ -4,6 +4,7 @@
 //! cargo run --release --example echo -- [--listen ADDR] [--delim BYTE]
 //!     [--max-frame BYTES] [--idle-timeout-ms MS] [--handler-delay-ms MS]
 //!     [--max-connections N] [--tls-cert CERT.pem --tls-key KEY.pem]
+//!     [--metrics-listen IP:PORT]
 //! ```
 //!
 //! | flag | default | meaning |
@@ -15,9 +16,12 @@
 //! | `--handler-delay-ms` | `0` | the handler sleeps this long before it replies |
 //! | `--max-connections` | `10000` | connections beyond this are closed at once, without a reply |
 //! | `--tls-cert`, `--tls-key` | (none) | a PEM certificate chain and its private key (PKCS#8, RSA or EC): the TCP listener speaks TLS |
+//! | `--metrics-listen` | (none) | serve the server's metrics in Prometheus text at `http://IP:PORT/metrics` |
 //!
 //! The first line on stdout is `listening on IP:PORT` (the real bound
-//! address) or `listening on unix:PATH`; logs go to stderr. SIGINT or
+//! address) or `listening on unix:PATH`; with `--metrics-listen` the second
+//! is `metrics on http://IP:PORT/metrics` (port 0 picks a free one); logs go
+//! to stderr. SIGINT or
 //! SIGTERM: stop accepting, answer every frame already read, close, exit 0.
 //! Exit 1 when the address cannot be listened on (in use; a Unix PATH that
 //! is a live socket or not a socket at all; a Unix socket file that nothing
@@ -39,6 +43,7 @@
 //! SIGINT/SIGTERM) is natter's.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -76,6 +81,9 @@ struct Args {
     /// PEM private key (PKCS#8, RSA or EC) of --tls-cert.
     #[arg(long, value_name = "KEY.pem", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve metrics in Prometheus text format at http://IP:PORT/metrics.
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[tokio::main]
@@ -111,6 +119,16 @@ async fn main() -> ExitCode {
         _ => None,
     };
 
+    // The recorder goes in before the server is built: natter takes its
+    // metrics handles then.
+    let metrics = match args.metrics_listen.map(serve_metrics).transpose() {
+        Ok(metrics) => metrics,
+        Err(error) => {
+            eprintln!("echo: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+
     let delay = Duration::from_millis(args.handler_delay_ms);
     let mut builder = Server::builder()
         .codec(
@@ -135,6 +153,9 @@ async fn main() -> ExitCode {
         }
     };
     println!("listening on {}", server.local_addr());
+    if let Some(metrics) = metrics {
+        println!("metrics on http://{metrics}/metrics");
+    }
 
     // Without a delay a frame is answered by `future::ready`, which the
     // driver can inline whole; only --handler-delay-ms pays for a sleeping
@@ -162,6 +183,24 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Installs the Prometheus exporter with its own HTTP listener on `addr`;
+/// returns the address it listens on.
+///
+/// The exporter does not say which port it bound, so a port 0 is resolved
+/// first, by binding it and letting go (the exporter binds it again at
+/// once, with `SO_REUSEADDR`).
+fn serve_metrics(addr: SocketAddr) -> Result<SocketAddr, String> {
+    let failed = |error: &dyn std::fmt::Display| format!("cannot serve metrics on {addr}: {error}");
+    let bound = std::net::TcpListener::bind(addr)
+        .and_then(|probe| probe.local_addr())
+        .map_err(|error| failed(&error))?;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(natter::stats::DURATION_BUCKETS)
+        .and_then(|exporter| exporter.with_http_listener(bound).install())
+        .map_err(|error| failed(&error))?;
+    Ok(bound)
 }
 
 async fn terminated() {

@@ -532,3 +532,97 @@ mod tls {
         .await
     }
 }
+
+// ---------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------
+
+/// The Prometheus text served at `url` (`http://IP:PORT/metrics`), with a
+/// plain HTTP/1.0 GET.
+async fn scrape(url: &str) -> String {
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (authority, path) = rest.split_at(rest.find('/').expect("a path"));
+    let mut stream = connect(authority.parse().expect("IP:PORT")).await;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let response = read_to_eof(&mut stream).await;
+    let response = String::from_utf8(response.to_vec()).expect("UTF-8");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// The value of the sample `name` (labels included, as written), if any.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            (series == name).then(|| value.parse().expect("a number"))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listen_serves_prometheus_text_with_the_frames_and_connections_counted() {
+    let mut echo = Echo::start(&["--metrics-listen", "127.0.0.1:0", "--max-frame", "8"]).await;
+    let second = within("the second stdout line", echo.stdout.next_line())
+        .await
+        .expect("reading stdout")
+        .expect("a second line");
+    let url = second
+        .strip_prefix("metrics on ")
+        .unwrap_or_else(|| panic!("second stdout line {second:?}"))
+        .to_owned();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"),
+        "{url}"
+    );
+    assert!(!url.contains(":0/"), "the real port: {url}");
+
+    // 3 connections, 5 frames in all, then closed; one more left open; one
+    // frame over the limit.
+    for frames in [&["a", "b"][..], &["c"], &["d", "e"]] {
+        let mut stream = connect(echo.addr()).await;
+        let request: String = frames.iter().map(|frame| format!("{frame}\n")).collect();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        finish_writing(&mut stream).await;
+        assert_eq!(read_to_eof(&mut stream).await, request.as_str());
+    }
+    let mut long = connect(echo.addr()).await;
+    long.write_all(b"123456789\n").await.unwrap();
+    let _ = read_until_closed(&mut long).await;
+    let mut open = connect(echo.addr()).await;
+    exchange(&mut open, "f\n", "f\n").await;
+
+    // Counters are updated as connections end: wait for the last close.
+    let text = within("the counts to settle", async {
+        loop {
+            let text = scrape(&url).await;
+            if sample(&text, "natter_connections_open") == Some(1.0) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let value = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("{name} in\n{text}"));
+    assert!(value("natter_frames_read_total") >= 6.0);
+    assert!(value("natter_frames_written_total") >= 6.0);
+    assert!(value("natter_connections_accepted_total") >= 5.0);
+    assert!(value("natter_bytes_read_total") >= 21.0);
+    assert!(value("natter_bytes_written_total") >= 12.0);
+    assert_eq!(value("natter_connections_refused_total"), 0.0);
+    assert_eq!(value("natter_errors_total{kind=\"frame_too_long\"}"), 1.0);
+    assert!(value("natter_handler_duration_seconds_count") >= 6.0);
+    assert!(sample(&text, "natter_handler_duration_seconds_sum").is_some());
+    assert!(
+        text.contains("natter_handler_duration_seconds_bucket{le=\"+Inf\"}"),
+        "a histogram, not a summary"
+    );
+    drop(open);
+    echo.signal("TERM").await;
+    assert!(echo.exit_status().await.success());
+}

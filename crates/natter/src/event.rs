@@ -17,9 +17,9 @@ use std::task::{Context, Poll};
 
 use futures::Stream;
 use tokio::sync::broadcast;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::Error;
 use crate::stats::Counters;

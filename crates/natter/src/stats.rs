@@ -41,6 +41,7 @@
 //! // The application picks the exporter, before building servers.
 //! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! metrics_exporter_prometheus::PrometheusBuilder::new()
+//!     .set_buckets(natter::stats::DURATION_BUCKETS)? // histograms, not summaries
 //!     .with_http_listener(([127, 0, 0, 1], 9000))
 //!     .install()?;
 //! # Ok(()) }
@@ -74,6 +75,27 @@ const KINDS: [&str; 19] = [
     "closed",
     "unknown_peer",
 ];
+
+/// Bucket bounds, in seconds, that suit natter's duration histograms
+/// (`natter_handler_duration_seconds`, `natter_client_request_duration_seconds`):
+/// from 10 µs to 10 s. An exporter that renders histograms needs bounds;
+/// with `metrics-exporter-prometheus`:
+///
+/// ```no_run
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// metrics_exporter_prometheus::PrometheusBuilder::new()
+///     .set_buckets(natter::stats::DURATION_BUCKETS)?
+///     .with_http_listener(([127, 0, 0, 1], 9000))
+///     .install()?;
+/// # Ok(()) }
+/// ```
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The index of `connection_limit` in [`KINDS`]: a refused connection.
+const CONNECTION_LIMIT: usize = 11;
 
 /// Why a connection closed, as `natter_connections_closed_total` labels it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,7 +277,12 @@ impl Counters {
         let kind = error.kind_index();
         self.errors[kind].fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
-        self.handles.errors[kind].increment(1);
+        {
+            self.handles.errors[kind].increment(1);
+            if kind == CONNECTION_LIMIT {
+                self.handles.refused.increment(1);
+            }
+        }
     }
 
     /// Adds a batch's tally.
@@ -308,7 +335,7 @@ impl Counters {
     }
 
     pub(crate) fn refused(&self) -> u64 {
-        self.errors[11].load(Ordering::Relaxed)
+        self.errors[CONNECTION_LIMIT].load(Ordering::Relaxed)
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -351,6 +378,7 @@ mod handles {
     pub(super) struct Handles {
         pub(super) accepted: Counter,
         pub(super) open: Gauge,
+        pub(super) refused: Counter,
         pub(super) closed: Vec<Counter>,
         frames_read: Counter,
         frames_written: Counter,
@@ -376,6 +404,7 @@ mod handles {
             Handles {
                 accepted: metrics::counter!("natter_connections_accepted_total", base.clone()),
                 open: metrics::gauge!("natter_connections_open", base.clone()),
+                refused: metrics::counter!("natter_connections_refused_total", base.clone()),
                 closed: REASONS
                     .iter()
                     .map(|reason| {
@@ -394,12 +423,21 @@ mod handles {
                     "natter_handler_duration_seconds",
                     base.clone()
                 ),
-                in_flight: metrics::gauge!("natter_client_requests_in_flight", base.clone()),
-                reconnects: metrics::counter!("natter_client_reconnects_total", base.clone()),
-                request_duration: metrics::histogram!(
-                    "natter_client_request_duration_seconds",
-                    base
-                ),
+                // The client's own series only on a client.
+                in_flight: match role {
+                    "client" => metrics::gauge!("natter_client_requests_in_flight", base.clone()),
+                    _ => Gauge::noop(),
+                },
+                reconnects: match role {
+                    "client" => metrics::counter!("natter_client_reconnects_total", base.clone()),
+                    _ => Counter::noop(),
+                },
+                request_duration: match role {
+                    "client" => {
+                        metrics::histogram!("natter_client_request_duration_seconds", base)
+                    }
+                    _ => Histogram::noop(),
+                },
             }
         }
 
@@ -421,5 +459,29 @@ mod handles {
                     .record_many(0.0, tally.immediate as usize);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_own_counter_and_refusals_are_the_connection_limit_kind() {
+        assert_eq!(KINDS[CONNECTION_LIMIT], "connection_limit");
+        assert_eq!(
+            Error::ConnectionLimit { limit: 1 }.kind(),
+            "connection_limit"
+        );
+        assert_eq!(Error::FrameTooLong { limit: 1 }.kind(), "frame_too_long");
+        assert_eq!(Error::IdleTimeout(Duration::ZERO).kind(), "idle_timeout");
+        assert_eq!(Error::DelimiterInFrame { offset: 0 }.kind(), "encode");
+        let counters = Counters::new("server", None);
+        counters.error(&Error::ConnectionLimit { limit: 1 });
+        counters.error(&Error::Closed);
+        let stats = counters.snapshot();
+        assert_eq!(stats.connections_refused, 1);
+        assert_eq!(stats.errors.get("closed"), Some(&1));
+        assert_eq!(stats.errors.len(), 2, "kinds never seen are left out");
     }
 }

@@ -97,9 +97,7 @@ impl Target for &Addr {
             Addr::Unresolved(addr) => AddrDialer::new(addr, options),
             #[cfg(unix)]
             Addr::Unix(unix) => match unix.path() {
-                Some(path) if options.tls_unset() => {
-                    Ok(AddrDialer::Unix(UnixDialer::new(path)))
-                }
+                Some(path) if options.tls_unset() => Ok(AddrDialer::Unix(UnixDialer::new(path))),
                 Some(_) => Err(Error::InvalidConfig(
                     "TLS is for TCP addresses; over a Unix socket use tls::TlsDialer",
                 )),
