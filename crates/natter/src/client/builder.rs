@@ -74,7 +74,27 @@ impl ClientBuilder<Identity> {
 }
 
 impl<L, C> ClientBuilder<L, C> {
-    crate::conn::connection_options!();
+    crate::conn::connection_options!(
+        r#"On a client, the hook answers frames the server sent that the handler
+of [`connect_with`](Self::connect_with) failed on:
+
+```no_run
+use natter::{Client, Conn, Error, Frame};
+use tower::service_fn;
+
+# async fn demo() -> Result<(), natter::Error> {
+let client = Client::builder()
+    .on_error(|_: &Error, _conn: &Conn| Some(Frame::from("NACK")))
+    .connect_with("127.0.0.1:7878", |_conn: &Conn| {
+        service_fn(|frame: Frame| async move {
+            let n: u64 = frame.json()?;
+            Ok::<_, natter::Error>(format!("ACK {n}"))
+        })
+    })
+    .await?;
+# drop(client); Ok(()) }
+```"#
+    );
 
     /// The framing (default: [`DelimiterCodec::lines`], 64 KiB frames);
     /// any [`FrameCodec`], as on the server.

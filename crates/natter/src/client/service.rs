@@ -102,9 +102,25 @@ enum LinkState {
 /// timeouts, retries, buffering or concurrency limits.
 ///
 /// Each response is the next frame the server sends, so the server must
-/// answer every request with exactly one frame, in order, or close the
-/// connection: a natter server does, whatever its handler and layers do
-/// (see [`on_error`](crate::ServerBuilder::on_error)). When the connection
+/// answer every request with exactly one frame, in order, and send nothing
+/// else, or close the connection. A natter server keeps the first half of
+/// that whatever its handler's errors and layers do (see
+/// [`on_error`](crate::ServerBuilder::on_error)); the rest is the
+/// handler's part: a handler that answers a request with `()` or `None`,
+/// or sends frames of its own through [`Conn::send`](crate::Conn::send) (a
+/// greeting, a push), makes every later answer land on the request before
+/// it. Such protocols are for [`Client::connect_with`](crate::ClientBuilder::connect_with)
+/// and a handler of your own, which sees every frame as it comes.
+///
+/// A `ClientService` is a tower service: put request timeouts, retries and
+/// limits around it with [`tower::ServiceBuilder`]. Of the builder's
+/// options, those of the connection apply (codec, idle and write timeouts,
+/// write buffer, send queue, linger, reconnect, `max_pending`);
+/// [`layer`](crate::ClientBuilder::layer), `handler_timeout`,
+/// `max_in_flight` and `on_error` concern a handler of frames the server
+/// sends, which a `ClientService` does not have.
+///
+/// When the connection
 /// stops reading, every waiting request fails at once with
 /// [`Error::Closed`]; with [`reconnect`](super::ClientBuilder::reconnect)
 /// new requests wait for the redial, and no request is ever sent twice. At

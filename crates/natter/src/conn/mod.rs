@@ -8,12 +8,8 @@
 //! idle timeout, bounded write buffering with its write timeout, closing
 //! after the frame in hand, and draining on graceful shutdown.
 //!
-//! Its parts, one file each: `Connection` assembles a connection (the one
-//! way the server and the client build one); the driver runs its steps
-//! (signals, queued frames, replies, new frames, flush, timers); the read
-//! and write halves hold the buffers (lent by a per-thread pool while
-//! busy); the pipeline keeps handler futures in frame order and catches
-//! their panics; `offer` calls the service; `close` ends politely.
+//! The driver's own parts (how it reads, writes, orders handler futures and
+//! closes) are private; [`Conn`] is what a handler sees of its connection.
 
 mod buffers;
 mod close;
@@ -76,7 +72,7 @@ impl<S> FrameService for S where
 /// and [`ClientBuilder`](crate::ClientBuilder), written once: both
 /// builders keep a `conn: ConnConfig` field.
 macro_rules! connection_options {
-    () => {
+    ($on_error_example:literal) => {
         /// What a frame that fails puts on the wire: the reply this hook
         /// returns, in the failed frame's place, or (`None`, and without a
         /// hook) nothing, and the connection closes after the replies
@@ -106,24 +102,7 @@ macro_rules! connection_options {
         /// `Ok(())` or `Ok(None)` is a deliberate "no reply" and the
         /// connection carries on.
         ///
-        /// ```
-        /// use natter::{Conn, Error, Frame, Server};
-        ///
-        /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), natter::Error> {
-        /// let server = Server::builder()
-        ///     .on_error(|error: &Error, _conn: &Conn| {
-        ///         if error.is_overloaded() {
-        ///             Some(Frame::from("-ERR busy"))
-        ///         } else if let Error::FrameTooLong { .. } = error {
-        ///             Some(Frame::from("-ERR line too long"))
-        ///         } else {
-        ///             None // anything else: close the connection
-        ///         }
-        ///     })
-        ///     .bind("127.0.0.1:0")
-        ///     .await?;
-        /// # drop(server); Ok(()) }
-        /// ```
+        #[doc = $on_error_example]
         pub fn on_error<F>(mut self, hook: F) -> Self
         where
             F: Fn(&crate::Error, &crate::Conn) -> Option<crate::Frame> + Send + Sync + 'static,
@@ -204,7 +183,9 @@ macro_rules! connection_options {
 
         /// Shared state every connection's [`Conn::state`](crate::Conn::state)
         /// returns, by type (one value per type; setting a type again
-        /// replaces it).
+        /// replaces it). The value is stored under its own type: give it a
+        /// `T` and read it with `state::<T>()` (an `Arc<T>` given here would
+        /// be found as `state::<Arc<T>>()`).
         pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
             self.conn.state.insert(value);
             self
@@ -454,6 +435,10 @@ impl Conn {
 
     /// Sends `frame` on this connection, encoded by the connection's codec
     /// (which appends the delimiter).
+    ///
+    /// A frame sent this way is not the answer to any request: a peer that
+    /// pipelines requests and matches answers by position (such as
+    /// [`ClientService`](crate::ClientService)) would take it for one.
     ///
     /// Returns once the frame is queued for writing; waits while the queue
     /// is full, that is while the peer is not reading. Frames sent by a

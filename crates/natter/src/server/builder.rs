@@ -71,7 +71,26 @@ impl ServerBuilder<Identity> {
 }
 
 impl<L, C> ServerBuilder<L, C> {
-    crate::conn::connection_options!();
+    crate::conn::connection_options!(
+        r#"```
+use natter::{Conn, Error, Frame, Server};
+
+# #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), natter::Error> {
+let server = Server::builder()
+    .on_error(|error: &Error, _conn: &Conn| {
+        if error.is_overloaded() {
+            Some(Frame::from("-ERR busy"))
+        } else if let Error::FrameTooLong { .. } = error {
+            Some(Frame::from("-ERR line too long"))
+        } else {
+            None // anything else: close the connection
+        }
+    })
+    .bind("127.0.0.1:0")
+    .await?;
+# drop(server); Ok(()) }
+```"#
+    );
 
     /// The framing (default: [`DelimiterCodec::lines`], 64 KiB frames).
     /// Any [`FrameCodec`] works: a `DelimiterCodec` with another delimiter
@@ -149,8 +168,11 @@ impl<L, C> ServerBuilder<L, C> {
     /// Each connection gets its own stack: the layer wraps the service the
     /// factory makes for that connection. A layer that keeps state
     /// (`ConcurrencyLimitLayer`, `RateLimitLayer`, `BufferLayer`) therefore
-    /// limits each connection on its own. For a limit across every
-    /// connection, share one state between the stacks:
+    /// limits each connection on its own; a per-connection concurrency limit
+    /// or `LoadShed` only acts when [`max_in_flight`](Self::max_in_flight)
+    /// lets a connection hand over more than one frame at a time (the
+    /// default is one). For a limit across every connection, share one
+    /// state between the stacks:
     ///
     /// ```
     /// use std::sync::Arc;
@@ -175,10 +197,15 @@ impl<L, C> ServerBuilder<L, C> {
     /// One service shared by every connection, for a handler that owns
     /// state all connections use, or a rate limit across all of them: a
     /// [`Buffer`](tower::buffer::Buffer) in front of it, cloned into each
-    /// connection's factory call.
+    /// connection's factory call. The shared service runs in the buffer's
+    /// own task, outside any connection, so natter cannot isolate a panic
+    /// there: put a [`CatchPanicLayer`](crate::layer::CatchPanicLayer)
+    /// inside the buffer, or one panicking frame stops the buffer for every
+    /// connection.
     ///
     /// ```
     /// use std::time::Duration;
+    /// use natter::layer::CatchPanicLayer;
     /// use natter::{BoxError, Conn, Frame, Server};
     /// use tower::{ServiceBuilder, service_fn};
     ///
@@ -186,6 +213,7 @@ impl<L, C> ServerBuilder<L, C> {
     /// // 100 frames per second, over all connections together.
     /// let shared = ServiceBuilder::new()
     ///     .buffer(1024)
+    ///     .layer(CatchPanicLayer::new())
     ///     .rate_limit(100, Duration::from_secs(1))
     ///     .service(service_fn(|frame: Frame| async move { Ok::<_, BoxError>(frame) }));
     /// let server = Server::builder().bind("127.0.0.1:0").await?;

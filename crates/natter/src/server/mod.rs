@@ -141,7 +141,29 @@ where
     ///
     /// `make_service` is called once per connection with its [`Conn`] and
     /// returns the service that handles that connection's frames; the
-    /// builder's layers wrap it. The service's response is the reply (see
+    /// builder's layers wrap it. A named function works too; its service
+    /// must not borrow the `&Conn` (clone what it needs), which the 2024
+    /// edition spells `+ use<>`:
+    ///
+    /// ```
+    /// use natter::{Conn, Frame};
+    /// use tower::{Service, service_fn};
+    ///
+    /// fn greeter(
+    ///     conn: &Conn,
+    /// ) -> impl Service<Frame, Response = String, Error = natter::Error, Future: Send> + Send + use<> {
+    ///     let peer = conn.peer_addr();
+    ///     service_fn(move |frame: Frame| {
+    ///         let reply = format!("{peer}: {} bytes", frame.len());
+    ///         async move { Ok(reply) }
+    ///     })
+    /// }
+    /// # async fn demo(server: natter::Server<tower::layer::util::Identity>) -> Result<(), natter::Error> {
+    /// server.serve(greeter).await
+    /// # }
+    /// ```
+    ///
+    /// The service's response is the reply (see
     /// [`IntoReply`](crate::IntoReply)); its error is reported as an event
     /// and then answered by the [`on_error`](ServerBuilder::on_error) hook
     /// or, without one, closes the connection after the replies before it.

@@ -103,6 +103,15 @@ fn handshake_error(error: io::Error) -> io::Error {
         return error;
     };
     let what = match &rustls_error {
+        // webpki's reason, as rustls passes it on: a certificate made as a
+        // CA (`openssl req -x509` marks its output so) serves a server.
+        rustls::Error::InvalidCertificate(reason)
+            if format!("{reason:?}").contains("CaUsedAsEndEntity") =>
+        {
+            "TLS handshake failed: the server's certificate was not trusted: it is a CA \
+             certificate (basicConstraints CA:TRUE, as `openssl req -x509` makes by default), \
+             not a server's own; make it with `-addext basicConstraints=critical,CA:FALSE`"
+        }
         rustls::Error::InvalidCertificate(_) => {
             "TLS handshake failed: the server's certificate was not trusted"
         }
