@@ -1,13 +1,27 @@
-//! The master's pinger: every interval, one ping to every known node.
+//! The master's pinger: every interval, one ping to every live node and a
+//! probe to each lost node whose turn it is.
 //!
 //! The loop itself knows nothing of sockets. It asks the [`Membership`]
-//! for a round (one [`PingTarget`] and one [`PingService`] per node, live
-//! and lost alike), sends each ping through tower's timeout layer set to
-//! the ping timeout, and reports each outcome back to the membership, which
-//! turns the detector's transitions into events. So the timing rules can be
-//! tested with paused time and in-memory nodes, and the real nodes are
-//! reached through [`NodeLink`], natter's [`ClientService`] kept open
-//! between pings.
+//! for a round (one [`PingTarget`] and one [`PingService`] per node due),
+//! sends each ping through tower's timeout layer set to the ping timeout,
+//! and reports each outcome back to the membership, which turns the
+//! detector's transitions into events. So the timing rules can be tested
+//! with paused time and in-memory nodes, and the real nodes are reached
+//! through [`NodeLink`], natter's [`ClientService`] kept open between
+//! pings.
+//!
+//! # Live nodes first
+//!
+//! Every ping of a round runs in a task of its own, so that one slow node
+//! never delays another, and heartbeats (to live nodes that have
+//! answered) are spawned before probes (to nodes not heard from yet, and
+//! lost ones), so they are polled first. Heartbeats are never held back.
+//! Probes are: at most [`MAX_PROBES_IN_FLIGHT`] at once, and a probe with
+//! no room is left for a later round. A refused connection on loopback
+//! costs microseconds, but a flood of registrations at unroutable
+//! addresses would otherwise hold thousands of sockets, each until its
+//! ping timeout, and could run the process out of file descriptors, which
+//! the live nodes' connections need.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,21 +31,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use natter::{Client, ClientService, Frame};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
-use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-use crate::detector::PingTarget;
-use crate::master::Membership;
+use crate::detector::{PingKind, PingTarget};
+use crate::membership::{Connector, Membership, PingService};
 use crate::protocol::{self, Ping, Pong};
 
-/// How the master reaches one node: a ping in, the node's pong out.
-pub(crate) type PingService = BoxCloneSyncService<Ping, Pong, natter::Error>;
-
-/// Makes the [`PingService`] for a node's heartbeat address. The master
-/// uses [`NodeLink::service`]; tests use nodes made of closures.
-pub(crate) type Connector = Arc<dyn Fn(SocketAddr) -> PingService + Send + Sync>;
+/// Probes (pings to nodes that have not answered yet, or are lost) in
+/// flight at once, at most; see [Live nodes first](self#live-nodes-first).
+pub(crate) const MAX_PROBES_IN_FLIGHT: usize = 1024;
 
 /// Pings every node of `membership` each `interval`, allowing each ping
 /// `ping_timeout`, until the future is dropped (which also abandons the
@@ -57,6 +68,7 @@ pub(crate) async fn run(
     // than firing a burst of rounds to catch up.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut in_flight = JoinSet::new();
+    let probes = Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT));
     let mut next_report = None;
     loop {
         // When the round was due, not when the timer fired: a late timer
@@ -70,42 +82,61 @@ pub(crate) async fn run(
                 *next = round + every;
             }
         }
-        for (target, service) in membership.start_round() {
+        let mut held_back = 0u64;
+        for (target, service) in membership.start_round(round) {
+            let permit = match target.kind {
+                PingKind::Heartbeat => None,
+                PingKind::Probe => match probes.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        held_back += 1;
+                        continue;
+                    }
+                },
+            };
             let membership = membership.clone();
             in_flight.spawn(async move {
                 let outcome = ping(service, &target, ping_timeout).await;
+                drop(permit);
                 match outcome {
                     Ok(rtt) => membership.ping_succeeded(&target.id, target.seq, rtt),
-                    Err(()) => membership.ping_failed(&target.id, target.seq),
+                    Err(()) => membership.ping_failed(&target.id, target.seq, Instant::now()),
                 }
             });
+        }
+        if held_back > 0 {
+            tracing::debug!(
+                held_back,
+                "too many probes in flight: some wait for a later round"
+            );
         }
     }
 }
 
-/// Sends one ping and logs its outcome, as the original demo reported
-/// every exchange: `Ok` with the round trip for a pong with the ping's
-/// `seq` within the timeout, `Err` for anything else.
+/// Sends one ping: `Ok` with the round trip for a pong with the ping's
+/// `seq` within the timeout, `Err` for anything else. Each outcome is
+/// logged at `debug` only: failures are summarised by the
+/// [`Membership`], never logged one by one.
 async fn ping(
     service: PingService,
     target: &PingTarget,
     timeout: Duration,
 ) -> Result<Duration, ()> {
-    let PingTarget { id, addr, seq } = target;
+    let PingTarget { id, addr, seq, .. } = target;
     let service = ServiceBuilder::new().timeout(timeout).service(service);
     let started = Instant::now();
     match service.oneshot(Ping { seq: *seq }).await {
         Ok(pong) if pong.seq == *seq => {
             let rtt = started.elapsed();
-            tracing::debug!(node = %id, %addr, seq, ?rtt, "ping succeeded");
+            tracing::debug!(node = %id.escape_debug(), %addr, seq, ?rtt, "ping succeeded");
             Ok(rtt)
         }
         Ok(pong) => {
-            tracing::warn!(node = %id, %addr, seq, answered = pong.seq, "ping failed: the pong answers another ping");
+            tracing::debug!(node = %id.escape_debug(), %addr, seq, answered = pong.seq, "ping failed: the pong answers another ping");
             Err(())
         }
         Err(error) => {
-            tracing::warn!(node = %id, %addr, seq, %error, "ping failed");
+            tracing::debug!(node = %id.escape_debug(), %addr, seq, %error, "ping failed");
             Err(())
         }
     }
@@ -250,11 +281,11 @@ mod tests {
     use std::num::NonZeroU32;
     use std::sync::Mutex;
 
-    use tokio::sync::mpsc;
     use tower::service_fn;
 
     use super::*;
-    use crate::event::{EventStream, MasterEvent};
+    use crate::detector::Detector;
+    use crate::event::{DEFAULT_EVENT_CAPACITY, EventStream, MasterEvent, event_stream};
 
     const INTERVAL: Duration = Duration::from_millis(100);
 
@@ -315,6 +346,16 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    /// Where registrations come from, in these tests.
+    fn peer() -> SocketAddr {
+        addr(9)
+    }
+
+    /// A detector for a master pinging every [`INTERVAL`].
+    fn detector(failures: u32) -> Detector {
+        Detector::new(NonZeroU32::new(failures).unwrap()).interval(INTERVAL)
+    }
+
     struct Setup {
         membership: Arc<Membership>,
         events: EventStream<MasterEvent>,
@@ -333,15 +374,14 @@ mod tests {
     fn setup(failures: u32, ping_timeout: Duration, behaviour: Behaviour) -> Setup {
         let nodes = Nodes::default();
         nodes.set(addr(1), behaviour);
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, mut events) = event_stream(DEFAULT_EVENT_CAPACITY);
         let membership = Arc::new(Membership::new(
-            NonZeroU32::new(failures).unwrap(),
+            detector(failures),
             nodes.connector(),
             sender,
             true,
         ));
-        membership.register("n1".into(), addr(1));
-        let mut events = EventStream::new(receiver);
+        membership.register("n1".into(), addr(1), peer()).unwrap();
         assert_eq!(
             events.try_recv(),
             Some(MasterEvent::NodeJoined {
@@ -496,7 +536,7 @@ mod tests {
             next_event(&mut s.events, INTERVAL * 10).await.unwrap().0,
             lost()
         );
-        s.membership.register("n1".into(), addr(2));
+        s.membership.register("n1".into(), addr(2), peer()).unwrap();
         assert_eq!(s.events.try_recv(), Some(recovered()));
         s.nodes.pings.lock().unwrap().clear();
         assert_eq!(next_event(&mut s.events, INTERVAL * 20).await, None);
@@ -558,15 +598,14 @@ mod tests {
     async fn no_ping_stats_unless_asked_for() {
         let nodes = Nodes::default();
         nodes.set(addr(1), Behaviour::Answer);
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, mut events) = event_stream(DEFAULT_EVENT_CAPACITY);
         let membership = Arc::new(Membership::new(
-            NonZeroU32::new(3).unwrap(),
+            detector(3),
             nodes.connector(),
             sender,
             false,
         ));
-        membership.register("n1".into(), addr(1));
-        let mut events = EventStream::new(receiver);
+        membership.register("n1".into(), addr(1), peer()).unwrap();
         assert!(matches!(
             events.try_recv(),
             Some(MasterEvent::NodeJoined { .. })
@@ -584,7 +623,9 @@ mod tests {
         let s = setup(3, INTERVAL, Behaviour::Hang);
         for port in 2..=1000 {
             s.nodes.set(addr(port), Behaviour::Answer);
-            s.membership.register(format!("n{port}"), addr(port));
+            s.membership
+                .register(format!("n{port}"), addr(port), peer())
+                .unwrap();
         }
         tokio::time::sleep(INTERVAL / 2).await;
         // Every node has had its ping by the middle of the first interval
