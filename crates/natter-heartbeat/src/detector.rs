@@ -134,9 +134,10 @@ pub enum PingKind {
     /// goes out every interval, never held back.
     Heartbeat,
     /// To a node that has not answered yet (it may be a fake at a dead
-    /// address) or a lost one being probed again. Such pings may be held
-    /// back to a later round when too many are outstanding, so that
-    /// thousands of dead addresses cannot crowd out the live nodes.
+    /// address) or a lost one being probed again. Such pings may wait for
+    /// their turn (within their ping timeout) when too many are
+    /// outstanding, so that thousands of unreachable addresses cannot run
+    /// the master out of sockets.
     Probe,
 }
 
@@ -159,8 +160,8 @@ pub struct PingTarget {
 /// What one round holds: the pings to send and the nodes forgotten.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Round {
-    /// The pings to send now: heartbeats first, then probes, each in
-    /// order of id.
+    /// The pings to send now: heartbeats first, then probes of nodes not
+    /// heard from yet, then of lost nodes, each group in order of id.
     pub pings: Vec<PingTarget>,
     /// Nodes lost for `forget_after` or longer, dropped from the table in
     /// this round (`node_forgotten`).
@@ -366,20 +367,29 @@ impl Detector {
         }
 
         let interval = self.interval;
+        // Heartbeats first, then nodes not heard from yet, then lost ones;
+        // each group in order of id.
         let mut due = Vec::new();
         for (id, node) in &mut self.nodes {
-            if let Some(lost) = &mut node.lost {
-                if lost.next_probe.is_some_and(|at| now < at) {
-                    continue;
+            let rank = match &mut node.lost {
+                None if node.status.answered => 0,
+                None => 1,
+                Some(lost) => {
+                    if lost.next_probe.is_some_and(|at| now < at) {
+                        continue;
+                    }
+                    lost.probes += 1;
+                    lost.next_probe = Some(now + interval * reprobe_gap(lost.probes, lost.salt));
+                    2
                 }
-                lost.probes += 1;
-                lost.next_probe = Some(now + interval * reprobe_gap(lost.probes, lost.salt));
-            }
-            due.push(id.clone());
+            };
+            due.push((rank, id.clone()));
         }
-        let mut pings: Vec<PingTarget> = due.iter().filter_map(|id| self.start_ping(id)).collect();
-        // Stable: heartbeats first, each kind in order of id.
-        pings.sort_by_key(|ping| ping.kind == PingKind::Probe);
+        due.sort_by_key(|(rank, _)| *rank);
+        let pings = due
+            .iter()
+            .filter_map(|(_, id)| self.start_ping(id))
+            .collect();
         Round { pings, forgotten }
     }
 

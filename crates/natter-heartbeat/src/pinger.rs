@@ -14,13 +14,16 @@
 //!
 //! Every ping of a round runs in a task of its own, so that one slow node
 //! never delays another, and heartbeats (to live nodes that have
-//! answered) are spawned before probes (to nodes not heard from yet, and
-//! lost ones), so they are polled first. Heartbeats are never held back.
-//! Probes are: at most [`MAX_PROBES_IN_FLIGHT`] at once, and a probe with
-//! no room is left for a later round. A refused connection on loopback
-//! costs microseconds, but a flood of registrations at unroutable
-//! addresses would otherwise hold thousands of sockets, each until its
-//! ping timeout, and could run the process out of file descriptors, which
+//! answered) are spawned before probes (to nodes not heard from yet, then
+//! lost ones), so they are polled first. Heartbeats never wait for
+//! anything. Probes may: at most [`MAX_PROBES_IN_FLIGHT`] are in flight
+//! at once, and a probe waits for its turn within its own ping timeout
+//! (a probe that gets no turn in time fails like one that got no pong).
+//! This is a bound on sockets, not on probes per round: a refused
+//! connection on loopback frees its place within microseconds, so
+//! thousands of dead loopback fakes are all probed every round; but
+//! registrations at unroutable addresses, each holding a socket until its
+//! ping timeout, cannot run the process out of file descriptors, which
 //! the live nodes' connections need.
 
 use std::future::Future;
@@ -34,7 +37,7 @@ use natter::{Client, ClientService, Frame};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use crate::detector::{PingKind, PingTarget};
 use crate::membership::{Connector, Membership, PingService};
@@ -42,7 +45,9 @@ use crate::protocol::{self, Ping, Pong};
 
 /// Probes (pings to nodes that have not answered yet, or are lost) in
 /// flight at once, at most; see [Live nodes first](self#live-nodes-first).
-pub(crate) const MAX_PROBES_IN_FLIGHT: usize = 1024;
+/// Together with at most one kept connection per node (`--max-nodes`,
+/// 10,000 by default), this bounds the master's sockets.
+pub(crate) const MAX_PROBES_IN_FLIGHT: usize = 4096;
 
 /// Pings every node of `membership` each `interval`, allowing each ping
 /// `ping_timeout`, until the future is dropped (which also abandons the
@@ -82,61 +87,56 @@ pub(crate) async fn run(
                 *next = round + every;
             }
         }
-        let mut held_back = 0u64;
         for (target, service) in membership.start_round(round) {
-            let permit = match target.kind {
-                PingKind::Heartbeat => None,
-                PingKind::Probe => match probes.clone().try_acquire_owned() {
-                    Ok(permit) => Some(permit),
-                    Err(_) => {
-                        held_back += 1;
-                        continue;
-                    }
-                },
-            };
             let membership = membership.clone();
+            let probes = (target.kind == PingKind::Probe).then(|| probes.clone());
             in_flight.spawn(async move {
-                let outcome = ping(service, &target, ping_timeout).await;
-                drop(permit);
+                let outcome = ping(service, &target, ping_timeout, probes).await;
                 match outcome {
                     Ok(rtt) => membership.ping_succeeded(&target.id, target.seq, rtt),
                     Err(()) => membership.ping_failed(&target.id, target.seq, Instant::now()),
                 }
             });
         }
-        if held_back > 0 {
-            tracing::debug!(
-                held_back,
-                "too many probes in flight: some wait for a later round"
-            );
-        }
     }
 }
 
 /// Sends one ping: `Ok` with the round trip for a pong with the ping's
-/// `seq` within the timeout, `Err` for anything else. Each outcome is
-/// logged at `debug` only: failures are summarised by the
+/// `seq` within the timeout, `Err` for anything else. A probe first waits
+/// for a place among the `probes` in flight, within the same timeout.
+/// Each outcome is logged at `debug` only: failures are summarised by the
 /// [`Membership`], never logged one by one.
 async fn ping(
     service: PingService,
     target: &PingTarget,
     timeout: Duration,
+    probes: Option<Arc<Semaphore>>,
 ) -> Result<Duration, ()> {
     let PingTarget { id, addr, seq, .. } = target;
-    let service = ServiceBuilder::new().timeout(timeout).service(service);
     let started = Instant::now();
-    match service.oneshot(Ping { seq: *seq }).await {
-        Ok(pong) if pong.seq == *seq => {
+    let exchange = async {
+        let _place = match &probes {
+            Some(probes) => Some(probes.acquire().await.map_err(|_| natter::Error::Closed)?),
+            None => None,
+        };
+        service.oneshot(Ping { seq: *seq }).await
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(pong)) if pong.seq == *seq => {
             let rtt = started.elapsed();
             tracing::debug!(node = %id.escape_debug(), %addr, seq, ?rtt, "ping succeeded");
             Ok(rtt)
         }
-        Ok(pong) => {
+        Ok(Ok(pong)) => {
             tracing::debug!(node = %id.escape_debug(), %addr, seq, answered = pong.seq, "ping failed: the pong answers another ping");
             Err(())
         }
-        Err(error) => {
+        Ok(Err(error)) => {
             tracing::debug!(node = %id.escape_debug(), %addr, seq, %error, "ping failed");
+            Err(())
+        }
+        Err(_) => {
+            tracing::debug!(node = %id.escape_debug(), %addr, seq, ?timeout, "ping failed: no pong in time");
             Err(())
         }
     }
@@ -631,5 +631,137 @@ mod tests {
         // Every node has had its ping by the middle of the first interval
         // (the one frozen node holds up nobody).
         assert_eq!(s.nodes.pings.lock().unwrap().len(), 1000);
+    }
+
+    /// The pings that went to `to`.
+    fn pings_to(nodes: &Nodes, to: SocketAddr) -> usize {
+        nodes
+            .pings
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&a| a == to)
+            .count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_node_is_probed_less_often_and_recovered_in_time_when_it_answers() {
+        let mut s = setup(3, INTERVAL, Behaviour::Refuse);
+        assert_eq!(
+            next_event(&mut s.events, INTERVAL * 10).await.unwrap().0,
+            lost()
+        );
+        // Lost after rounds 0, 1, 2; over the next 100 rounds it is probed
+        // some 100 / 7 times instead of 100.
+        let before = pings_to(&s.nodes, addr(1));
+        tokio::time::sleep(INTERVAL * 100).await;
+        let probes = pings_to(&s.nodes, addr(1)) - before;
+        assert!((12..=20).contains(&probes), "{probes} probes");
+        // It answers again: recovered within 10 intervals + ping timeout.
+        s.nodes.set(addr(1), Behaviour::Answer);
+        let (event, after) = next_event(&mut s.events, INTERVAL * 20).await.unwrap();
+        assert_eq!(event, recovered());
+        assert!(
+            after <= INTERVAL * 10 + INTERVAL,
+            "recovered after {after:?}"
+        );
+        // Live again: pinged every round.
+        let before = pings_to(&s.nodes, addr(1));
+        tokio::time::sleep(INTERVAL * 10).await;
+        let pings = pings_to(&s.nodes, addr(1)) - before;
+        assert!((9..=11).contains(&pings), "{pings} pings in 10 rounds");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_lost_for_forget_after_is_forgotten_and_no_longer_pinged() {
+        let nodes = Nodes::default();
+        nodes.set(addr(1), Behaviour::Refuse);
+        let (sender, mut events) = event_stream(DEFAULT_EVENT_CAPACITY);
+        let forget_after = Duration::from_secs(3);
+        let membership = Arc::new(Membership::new(
+            detector(1).forget_after(forget_after),
+            nodes.connector(),
+            sender,
+            false,
+        ));
+        membership.register("n1".into(), addr(1), peer()).unwrap();
+        let _pinger = AbortOnDrop(tokio::spawn(run(
+            membership.clone(),
+            INTERVAL,
+            INTERVAL,
+            None,
+        )));
+        assert!(matches!(
+            events.try_recv(),
+            Some(MasterEvent::NodeJoined { .. })
+        ));
+        assert_eq!(
+            next_event(&mut events, INTERVAL * 2).await.unwrap().0,
+            lost()
+        );
+        let (event, after) = next_event(&mut events, forget_after * 2).await.unwrap();
+        assert_eq!(event, MasterEvent::NodeForgotten { node: "n1".into() });
+        assert!(
+            (forget_after..=forget_after + INTERVAL).contains(&after),
+            "{after:?}"
+        );
+        let pings = nodes.pings.lock().unwrap().len();
+        assert_eq!(next_event(&mut events, INTERVAL * 50).await, None);
+        assert_eq!(nodes.pings.lock().unwrap().len(), pings, "not pinged");
+        // It may join again, as a new node.
+        membership.register("n1".into(), addr(1), peer()).unwrap();
+        assert!(matches!(
+            events.try_recv(),
+            Some(MasterEvent::NodeJoined { .. })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_are_never_held_back_by_probes() {
+        // One live node that has answered, then thousands of frozen fakes:
+        // more probes than may be in flight. The live node is pinged every
+        // round regardless, and never lost.
+        let mut s = setup(1, INTERVAL, Behaviour::Answer);
+        tokio::time::sleep(INTERVAL / 2).await;
+        for port in 2..(MAX_PROBES_IN_FLIGHT as u16 + 500) {
+            s.nodes.set(addr(port), Behaviour::Hang);
+            s.membership
+                .register(format!("fake{port}"), addr(port), peer())
+                .unwrap();
+            assert!(matches!(
+                s.events.try_recv(),
+                Some(MasterEvent::NodeJoined { .. })
+            ));
+        }
+        let before = pings_to(&s.nodes, addr(1));
+        let mut lost_fakes = 0;
+        let deadline = Instant::now() + INTERVAL * 30;
+        while let Some((event, _)) = next_event(
+            &mut s.events,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await
+        {
+            assert_ne!(event, lost(), "the live node was lost");
+            lost_fakes += usize::from(matches!(event, MasterEvent::NodeLost { .. }));
+        }
+        assert_eq!(pings_to(&s.nodes, addr(1)) - before, 30, "every round");
+        assert!(lost_fakes > 0, "the fakes are probed too");
+        let in_flight = MAX_PROBES_IN_FLIGHT;
+        let all = s.nodes.pings.lock().unwrap().len();
+        let probes = all - pings_to(&s.nodes, addr(1));
+        assert!(
+            probes <= in_flight * 30,
+            "at most {in_flight} probes per ping timeout: {probes}"
+        );
+    }
+
+    /// Aborts the task when dropped, so a failing test leaves no pinger.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
     }
 }
