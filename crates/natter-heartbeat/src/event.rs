@@ -785,7 +785,7 @@ mod tests {
     }
 
     #[test]
-    fn master_events_render_as_in_the_contract() {
+    fn master_events_render_as_documented() {
         for (event, json, sentence) in master_events() {
             assert_eq!(event.to_json(), json);
             assert_eq!(event.to_string(), sentence);
@@ -793,7 +793,7 @@ mod tests {
     }
 
     #[test]
-    fn node_events_render_as_in_the_contract() {
+    fn node_events_render_as_documented() {
         for (event, json, sentence) in node_events() {
             assert_eq!(event.to_json(), json);
             assert_eq!(event.to_string(), sentence);

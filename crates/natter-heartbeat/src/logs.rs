@@ -12,12 +12,20 @@
 //! one by one and how many pings failed. So stderr grows by at most some
 //! 150 KB a minute under any flood, against a limit of 1 MB.
 //!
-//! Pure bookkeeping, driven with instants like the
+//! The same goes for errors on the connections of natter's servers (bad
+//! input, a peer that resets, an idle timeout): natter logs each one, and
+//! 5,000 registrations on connections closed without reading the answer
+//! made 5,000 WARN lines (860 KB). The binary turns natter's own lines
+//! (`natter::event`) off, and [`log_connection_errors`] logs the errors
+//! from the server's event stream within a budget of their own.
+//!
+//! The budget is pure bookkeeping, driven with instants like the
 //! [`detector`](crate::detector), so it is tested on a paused clock.
 
 use std::fmt;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::time::Instant;
 
 /// Lines the budget allows at once, after a quiet spell.
@@ -38,6 +46,8 @@ pub(crate) enum Change {
     Left,
     Forgotten,
     Rejected,
+    /// Not a node's change: an error on a connection.
+    ConnectionError,
 }
 
 /// Counts of the changes that were not logged one by one.
@@ -49,6 +59,7 @@ pub(crate) struct Unlogged {
     pub(crate) left: u64,
     pub(crate) forgotten: u64,
     pub(crate) rejected: u64,
+    pub(crate) connection_errors: u64,
 }
 
 impl Unlogged {
@@ -60,12 +71,19 @@ impl Unlogged {
             Change::Left => &mut self.left,
             Change::Forgotten => &mut self.forgotten,
             Change::Rejected => &mut self.rejected,
+            Change::ConnectionError => &mut self.connection_errors,
         };
         *counter += 1;
     }
 
     fn total(&self) -> u64 {
-        self.joined + self.recovered + self.lost + self.left + self.forgotten + self.rejected
+        self.joined
+            + self.recovered
+            + self.lost
+            + self.left
+            + self.forgotten
+            + self.rejected
+            + self.connection_errors
     }
 }
 
@@ -79,6 +97,7 @@ impl fmt::Display for Unlogged {
             (self.left, "left"),
             (self.forgotten, "forgotten"),
             (self.rejected, "registrations rejected"),
+            (self.connection_errors, "connection errors"),
         ];
         let mut first = true;
         for (count, what) in counts.into_iter().filter(|(count, _)| *count > 0) {
@@ -167,6 +186,48 @@ impl LogBudget {
             ..std::mem::take(&mut self.summary)
         };
         (summary.pings_failed > 0 || summary.unlogged.total() > 0).then_some(summary)
+    }
+}
+
+/// Logs the errors on the connections of a natter server, read from its
+/// `events`, within a [`LogBudget`] of their own: one line each (the
+/// peer, the error) as long as the budget allows, then a count every
+/// [`SUMMARY_PERIOD`]. `endpoint` names the server in the lines. Returns
+/// when the server has stopped.
+pub(crate) async fn log_connection_errors(mut events: natter::Events, endpoint: &'static str) {
+    let mut budget = LogBudget::new(Instant::now());
+    let mut summaries = tokio::time::interval(SUMMARY_PERIOD);
+    let mut missed = 0;
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { return };
+                let Some(error) = event.error() else { continue };
+                if budget.allow(Change::ConnectionError, Instant::now()) {
+                    if error.closes_connection() {
+                        tracing::warn!(peer = %event.peer, %error, "{endpoint}: connection closed");
+                    } else {
+                        tracing::warn!(peer = %event.peer, %error, "{endpoint}: connection error");
+                    }
+                }
+            }
+            _ = summaries.tick() => {
+                // The stream holds only so many events (connections opened
+                // and closed too); those it could not hold are counted.
+                let lagged = events.dropped() - missed;
+                missed = events.dropped();
+                let unlogged = budget
+                    .summary(Instant::now())
+                    .map_or(0, |summary| summary.unlogged.connection_errors);
+                if unlogged > 0 || lagged > 0 {
+                    tracing::warn!(
+                        "{endpoint}: in the last {} s, {unlogged} connection errors not logged \
+                         one by one, {lagged} connection events missed",
+                        SUMMARY_PERIOD.as_secs()
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -64,14 +64,25 @@ fn main() -> ExitCode {
 /// chooses what is shown; the default is `default_level`. Colours only
 /// on a terminal.
 ///
+/// natter's own line per connection event (`natter::event`) is off unless
+/// `RUST_LOG` names it: the master and the node log those errors
+/// themselves, within a budget, so that thousands of peers that reset
+/// their connections cannot fill stderr.
+///
 /// Lines are written by tracing-appender's worker thread from a bounded
 /// queue, lossy: a stderr that nobody reads (a full pipe) never blocks a
 /// runtime thread, and costs at most [`LOG_QUEUE_LINES`] lines of memory.
 /// The guard writes what is queued when dropped (waiting a second at
 /// most).
 fn init_logging(default_level: &str) -> (WorkerGuard, ErrorCounter) {
-    let filter =
+    let asked = std::env::var(EnvFilter::DEFAULT_ENV).ok();
+    let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    if !asked.is_some_and(|asked| asked.contains("natter::event")) {
+        if let Ok(off) = "natter::event=off".parse() {
+            filter = filter.add_directive(off);
+        }
+    }
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(LOG_QUEUE_LINES)

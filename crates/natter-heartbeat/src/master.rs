@@ -22,6 +22,7 @@ use tower::service_fn;
 use crate::Error;
 use crate::detector::{DEFAULT_FORGET_AFTER, DEFAULT_MAX_NODES, Detector};
 use crate::event::{DEFAULT_EVENT_CAPACITY, EventStream, MasterEvent, event_stream};
+use crate::logs;
 use crate::membership::Membership;
 use crate::pinger::{self, NodeLink};
 use crate::protocol::{self, RegistrationReply, RegistrationRequest, reachable_heartbeat_addr};
@@ -138,6 +139,7 @@ impl Master {
             .await?;
         let local_addr = server.local_addr();
         let handle = server.handle();
+        let connection_errors = logs::log_connection_errors(server.events(), "registration port");
         let (sender, receiver) = event_stream(config.event_capacity);
         sender.send(MasterEvent::Listening { addr: local_addr });
         let detector = Detector::new(config.failures)
@@ -183,9 +185,14 @@ impl Master {
         // Pinging stops when the registration endpoint has shut down; the
         // pings in flight and every node connection go with it.
         let task = tokio::spawn(async move {
+            let connection_errors = async {
+                connection_errors.await;
+                std::future::pending().await
+            };
             tokio::select! {
                 served = registrations => served,
                 () = pings => Ok(()),
+                () = connection_errors => Ok(()),
             }
         });
         let master = Master {

@@ -177,10 +177,6 @@ impl Membership {
             let seconds = summary.period.as_secs_f64().round();
             if summary.pings_failed > 0 {
                 tracing::warn!(
-                    failed = summary.pings_failed,
-                    answered = summary.pings_answered,
-                    live,
-                    lost,
                     "in the last {seconds} s: {} pings failed, {} answered; now {live} nodes live, {lost} lost",
                     summary.pings_failed,
                     summary.pings_answered,

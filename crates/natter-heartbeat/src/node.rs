@@ -28,6 +28,7 @@ use tower::{ServiceExt, service_fn};
 use crate::Error;
 use crate::detector::MasterWatchdog;
 use crate::event::{DEFAULT_EVENT_CAPACITY, EventSender, EventStream, NodeEvent, event_stream};
+use crate::logs;
 use crate::protocol::{self, Ping, RegistrationReply, RegistrationRequest};
 
 /// Where a node's heartbeat listener binds unless told otherwise: a free
@@ -145,6 +146,7 @@ impl Node {
 
         let (heard_sender, heard) = watch::channel(Instant::now());
         let heard_sender = Arc::new(heard_sender);
+        let connection_errors = logs::log_connection_errors(server.events(), "heartbeat port");
         let pings = server.serve(move |conn: &Conn| {
             let heard = heard_sender.clone();
             let conn = conn.clone();
@@ -169,7 +171,14 @@ impl Node {
                 handle.shutdown().await;
                 outcome
             };
-            let (served, outcome) = tokio::join!(pings, life);
+            let connection_errors = async {
+                connection_errors.await;
+                std::future::pending().await
+            };
+            let (served, outcome) = tokio::select! {
+                done = async { tokio::join!(pings, life) } => done,
+                () = connection_errors => unreachable!("logging connection errors never ends"),
+            };
             served?;
             outcome
         });

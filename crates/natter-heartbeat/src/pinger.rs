@@ -456,7 +456,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_contract_bound_holds_for_every_failure_count() {
+    async fn the_promised_bound_holds_for_every_failure_count() {
         // (failures + 1) * interval + ping timeout, from an arbitrary
         // moment of failure.
         for failures in 1..=5u32 {

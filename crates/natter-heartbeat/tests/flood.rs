@@ -1,5 +1,6 @@
 //! A flood of fake registrations: 5,000 nodes at dead loopback
-//! addresses registered at once, with three live nodes and a ping every
+//! addresses registered at once, then 2,000 more on connections reset
+//! without reading the answer, with three live nodes and a ping every
 //! 200 ms. The live nodes are never lost, a killed one is still lost in
 //! time, and stderr grows by at most 1 MB a minute. Alone in its test
 //! binary so that no other test competes for the CPU.
@@ -9,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Heartbeat, bounded, flood, lost_bound};
+use support::{Heartbeat, bounded, flood, flood_and_reset, lost_bound};
 
 const INTERVAL_MS: u64 = 200;
 const FAILURES: u32 = 3;
@@ -57,6 +58,9 @@ const FLOOD_WINDOW: Duration = Duration::from_secs(15);
 /// Fake nodes registered at once.
 const FAKES: usize = 5000;
 
+/// Fake nodes registered on connections reset at once.
+const RUDE: usize = 2000;
+
 #[test]
 fn a_flood_of_fake_nodes_neither_loses_live_nodes_nor_floods_stderr() {
     bounded(Duration::from_secs(120), || {
@@ -71,6 +75,9 @@ fn a_flood_of_fake_nodes_neither_loses_live_nodes_nor_floods_stderr() {
         let answers = flood(&addr, "fake", FAKES, 50);
         assert_eq!(answers.accepted, FAKES, "{answers:?}");
         eprintln!("{FAKES} fakes registered in {:?}", started.elapsed());
+        // Rude ones too: each connection is an error for the master.
+        flood_and_reset(&addr, "rude", RUDE);
+        eprintln!("{RUDE} more sent and reset by {:?}", started.elapsed());
 
         // Every fake is lost; no live node ever is.
         let mut fakes_lost = 0;
@@ -85,8 +92,11 @@ fn a_flood_of_fake_nodes_neither_loses_live_nodes_nor_floods_stderr() {
             };
             if event["event"] == "node_lost" {
                 let node = event["node"].as_str().unwrap_or_default();
-                assert!(node.starts_with("fake-"), "a live node was lost: {event}");
-                fakes_lost += 1;
+                assert!(
+                    node.starts_with("fake-") || node.starts_with("rude-"),
+                    "a live node was lost: {event}"
+                );
+                fakes_lost += usize::from(node.starts_with("fake-"));
             }
         }
         assert_eq!(fakes_lost, FAKES);

@@ -3,7 +3,7 @@
 //! A [`Heartbeat`] is one child process with its stdout read line by line
 //! on a thread (so every wait has a deadline) and its stderr collected (so
 //! a full pipe never blocks it, and a failing test can show it). Every
-//! stdout line must be one JSON event: that is the contract of `--json`.
+//! stdout line must be one JSON event: that is what `--json` promises.
 //! Dropping a `Heartbeat` kills the process, so a failing test leaves no
 //! child behind.
 
@@ -379,7 +379,7 @@ impl Peer {
     }
 }
 
-/// `(failures + 1) * interval + ping_timeout + 1 s`: the contract's bound on
+/// `(failures + 1) * interval + ping_timeout + 1 s`: the promised bound on
 /// reporting a killed or frozen node lost.
 pub(crate) fn lost_bound(failures: u32, interval_ms: u64, ping_timeout_ms: u64) -> Duration {
     Duration::from_millis((u64::from(failures) + 1) * interval_ms + ping_timeout_ms + 1000)
@@ -494,4 +494,36 @@ pub(crate) fn register(master: &str, id: &str, heartbeat_addr: &str) -> Value {
         .read_line(&mut answer)
         .expect("an answer from the master");
     serde_json::from_str(&answer).expect("a JSON answer")
+}
+
+/// Registers `count` fake nodes `PREFIX-0`... as a rude peer would: each
+/// on a connection of its own that is reset (RST) right after the
+/// `register` line is sent, without reading the answer. Some of them may
+/// not be registered at all (the reset can overtake the line).
+pub(crate) fn flood_and_reset(master: &str, prefix: &str, count: usize) {
+    let dead_port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("local addr").port()
+    };
+    let threads = 10;
+    let workers: Vec<_> = (0..threads)
+        .map(|thread| {
+            let master = master.to_owned();
+            let prefix = prefix.to_owned();
+            thread::spawn(move || {
+                for i in (thread..count).step_by(threads) {
+                    let addr = format!("127.3.{}.{}:{dead_port}", (i / 250) % 250, i % 250 + 1);
+                    let register = json!({"type": "register", "id": format!("{prefix}-{i}"), "heartbeat_addr": addr});
+                    let Ok(mut stream) = TcpStream::connect(&master) else {
+                        continue;
+                    };
+                    let _ = stream.write_all(format!("{register}\n").as_bytes());
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("a flooding thread");
+    }
 }
