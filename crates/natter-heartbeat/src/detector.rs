@@ -160,8 +160,9 @@ pub struct PingTarget {
 /// What one round holds: the pings to send and the nodes forgotten.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Round {
-    /// The pings to send now: heartbeats first, then probes of nodes not
-    /// heard from yet, then of lost nodes, each group in order of id.
+    /// The pings to send now: heartbeats first (in order of id), then
+    /// probes of nodes not heard from yet (oldest registration first),
+    /// then of lost nodes (in order of id).
     pub pings: Vec<PingTarget>,
     /// Nodes lost for `forget_after` or longer, dropped from the table in
     /// this round (`node_forgotten`).
@@ -218,6 +219,8 @@ pub struct Detector {
     forget_after: Duration,
     /// The last sequence number handed out; 0 before the first.
     last_seq: u64,
+    /// Registrations accepted so far.
+    registrations: u64,
     nodes: BTreeMap<String, Node>,
 }
 
@@ -230,6 +233,9 @@ struct Node {
     counted_up_to: u64,
     /// Set while the node is lost.
     lost: Option<LostNode>,
+    /// Which registration this was (the detector's count): orders the
+    /// probes of nodes not heard from yet, oldest first.
+    registration: u64,
 }
 
 /// How a lost node is being probed.
@@ -258,6 +264,7 @@ impl Detector {
             interval: Duration::from_secs(1),
             forget_after: DEFAULT_FORGET_AFTER,
             last_seq: 0,
+            registrations: 0,
             nodes: BTreeMap::new(),
         }
     }
@@ -313,7 +320,9 @@ impl Detector {
             last_sent: self.last_seq,
             counted_up_to: self.last_seq,
             lost: None,
+            registration: self.registrations,
         };
+        self.registrations += 1;
         self.nodes.insert(id.to_owned(), fresh);
         Ok(registration)
     }
@@ -367,25 +376,27 @@ impl Detector {
         }
 
         let interval = self.interval;
-        // Heartbeats first, then nodes not heard from yet, then lost ones;
-        // each group in order of id.
+        // Heartbeats first, in order of id; then nodes not heard from yet,
+        // oldest registration first (a flood of fakes registered after a
+        // real node does not go before it); then lost nodes, in order of
+        // id.
         let mut due = Vec::new();
         for (id, node) in &mut self.nodes {
-            let rank = match &mut node.lost {
-                None if node.status.answered => 0,
-                None => 1,
+            let order = match &mut node.lost {
+                None if node.status.answered => (0, 0),
+                None => (1, node.registration),
                 Some(lost) => {
                     if lost.next_probe.is_some_and(|at| now < at) {
                         continue;
                     }
                     lost.probes += 1;
                     lost.next_probe = Some(now + interval * reprobe_gap(lost.probes, lost.salt));
-                    2
+                    (2, 0)
                 }
             };
-            due.push((rank, id.clone()));
+            due.push((order, id.clone()));
         }
-        due.sort_by_key(|(rank, _)| *rank);
+        due.sort_by_key(|(order, _)| *order);
         let pings = due
             .iter()
             .filter_map(|(_, id)| self.start_ping(id))

@@ -466,12 +466,15 @@ impl Format {
     }
 }
 
-/// How many lines an [`EventSink`] holds for its writer, at most.
-const SINK_MAX_LINES: usize = 65_536;
+/// How many lines an [`EventSink`] holds for its writer, at most: a burst
+/// of 2,000 nodes joining and being lost, on top of the 64 KiB a pipe
+/// holds. The queue only has to bridge a reader's pauses; a reader that
+/// has stopped learns how much it missed.
+const SINK_MAX_LINES: usize = 4096;
 
 /// How many bytes of lines an [`EventSink`] holds for its writer, at
 /// most: a bound on its memory however long the output is blocked.
-const SINK_MAX_BYTES: usize = 4 * 1024 * 1024;
+const SINK_MAX_BYTES: usize = 1024 * 1024;
 
 /// Writes events, one per line, from a thread of its own, so that
 /// emitting never waits for the output.
@@ -479,7 +482,7 @@ const SINK_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// [`emit`](Self::emit) renders the event and queues the line; a
 /// dedicated thread writes queued lines in batches and flushes after each
 /// batch. A full pipe on stdout (a reader that stopped reading) blocks
-/// only that thread: the queue fills up to 64 Ki lines or 4 MiB, then newer
+/// only that thread: the queue fills up to 4,096 lines or 1 MiB, then newer
 /// events are dropped and counted, and once the output takes lines again
 /// the sink writes one [`EventsDropped`] line with the count, after the
 /// lines queued before the loss and before newer ones.

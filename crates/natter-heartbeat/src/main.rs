@@ -24,6 +24,9 @@ const LOG_DROP_CHECK: Duration = Duration::from_secs(10);
 /// How long the final error message may take to reach stderr.
 const ERROR_OUTPUT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long the logs queued at exit may take to reach stderr.
+const LOG_FLUSH_TIMEOUT: Duration = Duration::from_millis(300);
+
 fn main() -> ExitCode {
     // Exits 2 on bad arguments, 0 for --help and --version.
     let cli = Cli::parse();
@@ -55,8 +58,27 @@ fn main() -> ExitCode {
     // abandoned) must not delay the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            finish_logs(log_guard);
+            ExitCode::SUCCESS
+        }
         Err(err) => fail(log_guard, &err),
+    }
+}
+
+/// Lets the log writer write what is queued, for [`LOG_FLUSH_TIMEOUT`] at
+/// most: a stderr that nobody reads must not hold up the exit (the
+/// guard alone would wait a second).
+fn finish_logs(log_guard: WorkerGuard) {
+    let (finished, wait) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("log-flush".into())
+        .spawn(move || {
+            drop(log_guard);
+            let _ = finished.send(());
+        });
+    if spawned.is_ok() {
+        let _ = wait.recv_timeout(LOG_FLUSH_TIMEOUT);
     }
 }
 
@@ -139,7 +161,7 @@ fn fail(log_guard: WorkerGuard, err: &dyn std::error::Error) -> ExitCode {
         source = cause.source();
     }
     message.push('\n');
-    drop(log_guard);
+    finish_logs(log_guard);
     let (written, wait) = std::sync::mpsc::channel();
     let _ = std::thread::Builder::new()
         .name("error-writer".into())

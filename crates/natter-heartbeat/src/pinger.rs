@@ -13,12 +13,18 @@
 //! # Live nodes first
 //!
 //! Every ping of a round runs in a task of its own, so that one slow node
-//! never delays another, and heartbeats (to live nodes that have
-//! answered) are spawned before probes (to nodes not heard from yet, then
-//! lost ones), so they are polled first. Heartbeats never wait for
-//! anything. Probes may: at most [`MAX_PROBES_IN_FLIGHT`] are in flight
-//! at once, and a probe waits for its turn within its own ping timeout
-//! (a probe that gets no turn in time fails like one that got no pong).
+//! never delays another. Heartbeats (to live nodes that have answered)
+//! are all started at the start of the round, and never wait for
+//! anything. Probes (to nodes not heard from yet, oldest registration
+//! first, then to lost ones) are handed to a second loop, which starts
+//! them [`PROBE_BATCH`] at a time and lets the other tasks run in
+//! between: 5,000 probes started at once would stand in the run queue
+//! between a live node's pong and the task that reads it (in a debug
+//! build, some 200 µs each: a second). A round's probes not started by
+//! the next round are dropped; their nodes have newer ones. At most
+//! [`MAX_PROBES_IN_FLIGHT`] probes are in flight at once, and a probe
+//! waits for its turn within its own ping timeout (a probe that gets no
+//! turn in time fails like one that got no pong).
 //! This is a bound on sockets, not on probes per round: a refused
 //! connection on loopback frees its place within microseconds, so
 //! thousands of dead loopback fakes are all probed every round; but
@@ -68,12 +74,36 @@ pub(crate) async fn run(
     ping_timeout: Duration,
     stats_interval: Option<Duration>,
 ) {
+    let probes_due = ProbesDue::default();
+    // Two loops in this one task: the rounds, and the probes they hand
+    // over. Neither ends; dropping this future drops both, and with them
+    // every ping in flight.
+    tokio::join!(
+        run_rounds(
+            &membership,
+            interval,
+            ping_timeout,
+            stats_interval,
+            &probes_due
+        ),
+        send_probes(&membership, ping_timeout, &probes_due),
+    );
+}
+
+/// Every interval: the round's heartbeats are started at once, its probes
+/// handed to [`send_probes`].
+async fn run_rounds(
+    membership: &Arc<Membership>,
+    interval: Duration,
+    ping_timeout: Duration,
+    stats_interval: Option<Duration>,
+    probes_due: &ProbesDue,
+) {
     let mut ticker = tokio::time::interval(interval);
     // After a stall (a suspended process), carry on at the interval rather
     // than firing a burst of rounds to catch up.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut in_flight = JoinSet::new();
-    let probes = Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT));
     let mut next_report = None;
     loop {
         // When the round was due, not when the timer fired: a late timer
@@ -87,17 +117,108 @@ pub(crate) async fn run(
                 *next = round + every;
             }
         }
+        let mut probes = Vec::new();
         for (target, service) in membership.start_round(round) {
-            let membership = membership.clone();
-            let probes = (target.kind == PingKind::Probe).then(|| probes.clone());
-            in_flight.spawn(async move {
-                let outcome = ping(service, &target, ping_timeout, probes).await;
-                match outcome {
-                    Ok(rtt) => membership.ping_succeeded(&target.id, target.seq, rtt),
-                    Err(()) => membership.ping_failed(&target.id, target.seq, Instant::now()),
+            match target.kind {
+                PingKind::Heartbeat => {
+                    in_flight.spawn(ping_and_report(
+                        membership.clone(),
+                        service,
+                        target,
+                        ping_timeout,
+                        None,
+                    ));
                 }
-            });
+                PingKind::Probe => probes.push((target, service)),
+            }
         }
+        let unsent = probes_due.replace(probes);
+        if unsent > 0 {
+            tracing::debug!(unsent, "the last round's probes were not all sent in time");
+        }
+    }
+}
+
+/// Starts the probes handed over by [`run_rounds`], [`PROBE_BATCH`] at a
+/// time, letting every other task run between batches. Thousands of
+/// probes then never stand in the run queue between a live node's pong
+/// and the task that reads it.
+async fn send_probes(membership: &Arc<Membership>, ping_timeout: Duration, probes_due: &ProbesDue) {
+    let places = Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT));
+    let mut in_flight = JoinSet::new();
+    loop {
+        probes_due.handed_over.notified().await;
+        loop {
+            let batch = probes_due.take(PROBE_BATCH);
+            if batch.is_empty() {
+                break;
+            }
+            for (target, service) in batch {
+                in_flight.spawn(ping_and_report(
+                    membership.clone(),
+                    service,
+                    target,
+                    ping_timeout,
+                    Some(places.clone()),
+                ));
+            }
+            while in_flight.try_join_next().is_some() {}
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Probes started at a time; see [`send_probes`].
+const PROBE_BATCH: usize = 64;
+
+/// The probes of the last round not started yet.
+#[derive(Default)]
+struct ProbesDue {
+    probes: std::sync::Mutex<std::collections::VecDeque<(PingTarget, PingService)>>,
+    handed_over: tokio::sync::Notify,
+}
+
+impl ProbesDue {
+    /// Hands over a round's probes; those of the round before that were
+    /// not started yet are dropped (their nodes have newer ones), and
+    /// counted.
+    fn replace(&self, probes: Vec<(PingTarget, PingService)>) -> usize {
+        let empty = probes.is_empty();
+        let unsent = {
+            let mut due = self
+                .probes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::replace(&mut *due, probes.into()).len()
+        };
+        if !empty {
+            self.handed_over.notify_one();
+        }
+        unsent
+    }
+
+    /// Up to `n` probes to start.
+    fn take(&self, n: usize) -> Vec<(PingTarget, PingService)> {
+        let mut due = self
+            .probes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = n.min(due.len());
+        due.drain(..n).collect()
+    }
+}
+
+/// Sends one ping (see [`ping`]) and reports its outcome to `membership`.
+async fn ping_and_report(
+    membership: Arc<Membership>,
+    service: PingService,
+    target: PingTarget,
+    ping_timeout: Duration,
+    places: Option<Arc<Semaphore>>,
+) {
+    match ping(service, &target, ping_timeout, places).await {
+        Ok(rtt) => membership.ping_succeeded(&target.id, target.seq, rtt),
+        Err(()) => membership.ping_failed(&target.id, target.seq, Instant::now()),
     }
 }
 

@@ -48,7 +48,7 @@ fn a_master_whose_output_nobody_reads_keeps_pinging_in_bounded_memory() {
 
         // 100 fakes join and 79,900 are rejected for the node limit: an
         // event each, far more than the pipe (64 KiB) and the master's
-        // event queue (4 MiB) hold.
+        // output queue (4,096 lines) hold.
         let answers = flood(&addr, "fake", 80_000, 20);
         assert_eq!(answers.accepted, 98, "{answers:?}");
         let rss_full = master.rss_kib();
