@@ -505,7 +505,9 @@ const SINK_MAX_BYTES: usize = 1024 * 1024;
 pub struct EventSink {
     shared: Arc<SinkShared>,
     format: Format,
-    _writer: Arc<WriterHandle>,
+    /// Shared by the clones only (the writer thread holds `shared`): when
+    /// the last clone goes, the writer finishes the queue and stops.
+    _closer: Arc<WriterHandle>,
 }
 
 #[derive(Debug)]
@@ -584,7 +586,7 @@ impl EventSink {
             shared.state().failed = Some((error.kind(), error.to_string()));
         }
         EventSink {
-            _writer: Arc::new(WriterHandle(shared.clone())),
+            _closer: Arc::new(WriterHandle(shared.clone())),
             shared,
             format,
         }

@@ -189,9 +189,7 @@ impl Membership {
                 );
             }
         }
-        let State {
-            detector: _, links, ..
-        } = &mut *state;
+        let links = &mut state.links;
         round
             .pings
             .into_iter()
