@@ -32,13 +32,18 @@
 //! - the event counts of the whole run: every node must have joined once,
 //!   and no node may have been lost. The example exits 1 otherwise.
 //!
-//! Needs Linux (`/proc`, and `kill` and `getconf` on the path). About two sockets per node are open in this
-//! process and one per node in the master; the open-file limit is raised
-//! to its hard limit (`ulimit -Hn`), which must allow that.
+//! Needs Linux (`/proc`, and `kill` and `getconf` on the path). About two
+//! sockets per node are open where the nodes run and one per node in the
+//! master; the open-file limit is raised to its hard limit (`ulimit -Hn`).
+//! Beyond `--nodes-per-process` nodes (5,000 by default, some 10,000
+//! sockets), the nodes run in helper processes, copies of this example
+//! started with `--serve-nodes`, each with its own limit; their CPU time
+//! is added up.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -51,7 +56,9 @@ use tokio::sync::mpsc;
 /// How long the master may take to say where it listens.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long all nodes may take to join.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Nodes started at once, each batch registered before the next.
+const START_BATCH: usize = 100;
 /// Stats periods let pass after the last node joined, before measuring.
 const WARMUP_PERIODS: u32 = 2;
 /// How long the master may take to exit after SIGTERM.
@@ -85,11 +92,34 @@ struct Args {
     /// Print each stats period's counts on stderr.
     #[arg(long)]
     verbose: bool,
+    /// Run at most this many nodes in one process; more go to helper
+    /// processes.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+    nodes_per_process: u32,
+    /// (Internal) be a helper: run `--count` nodes from number `--first`
+    /// for the master at ADDR until stdin closes.
+    #[arg(long, value_name = "ADDR", hide = true)]
+    serve_nodes: Option<String>,
+    /// (Internal) the first node's number, for --serve-nodes.
+    #[arg(long, default_value_t = 0, hide = true)]
+    first: u32,
+    /// (Internal) how many nodes, for --serve-nodes.
+    #[arg(long, default_value_t = 0, hide = true)]
+    count: u32,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(master) = &args.serve_nodes {
+        return match serve_nodes(master, args.first, args.count).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("scale helper: error: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(args).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -112,7 +142,7 @@ async fn run(args: Args) -> Result<bool> {
 
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX)
         .map_err(|error| format!("cannot raise the open-file limit: {error}"))?;
-    let fds_needed = 2 * u64::from(nodes) + 100;
+    let fds_needed = 2 * u64::from(nodes.min(args.nodes_per_process)) + 100;
     if fd_limit < fds_needed {
         return Err(format!(
             "the open-file limit is {fd_limit}, {nodes} nodes need about {fds_needed}: \
@@ -135,15 +165,20 @@ async fn run(args: Args) -> Result<bool> {
         load_average()
     );
 
-    // The nodes, all at once; they register in the background.
+    // The nodes, all at once; they register in the background. Beyond
+    // one process's share, in helper processes.
     let started = Instant::now();
-    let mut running: Vec<(Node, EventStream<NodeEvent>)> = Vec::with_capacity(nodes as usize);
-    for i in 0..nodes {
-        let config = NodeConfig::new(format!("n{i:05}"), master_addr.clone());
-        let node = Node::start(config)
-            .await
-            .map_err(|error| format!("node {i} did not start: {error}"))?;
-        running.push(node);
+    let own_nodes = nodes.min(args.nodes_per_process);
+    let mut helpers = Vec::new();
+    let mut first = own_nodes;
+    while first < nodes {
+        let count = (nodes - first).min(args.nodes_per_process);
+        helpers.push(Helper::spawn(&master_addr, first, count)?);
+        first += count;
+    }
+    let mut running = start_nodes(&master_addr, 0, own_nodes).await?;
+    for helper in &mut helpers {
+        helper.ready().await?;
     }
     let all_started = started.elapsed();
     let deadline = Instant::now() + JOIN_TIMEOUT;
@@ -159,6 +194,9 @@ async fn run(args: Args) -> Result<bool> {
         args.interval_ms
     );
 
+    // Events that waited while the nodes were starting are old news: the
+    // window starts on fresh ones.
+    master.drain_backlog();
     let period_deadline = || Instant::now() + interval * 3 + Duration::from_secs(5);
     for _ in 0..WARMUP_PERIODS {
         master.next_stats(period_deadline()).await?;
@@ -167,7 +205,10 @@ async fn run(args: Args) -> Result<bool> {
     // The window: from one stats report to the `periods`-th after it.
     let load_before = load_average();
     let master_cpu_before = cpu_ticks(pid)?;
-    let own_cpu_before = cpu_ticks(std::process::id())?;
+    let node_pids: Vec<u32> = std::iter::once(std::process::id())
+        .chain(helpers.iter().map(Helper::pid))
+        .collect();
+    let own_cpu_before = cpu_ticks_of(&node_pids)?;
     let window_start = Instant::now();
     let mut rtt_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
         .map_err(|error| format!("histogram: {error}"))?;
@@ -192,16 +233,34 @@ async fn run(args: Args) -> Result<bool> {
     }
     let wall = window_start.elapsed();
     let master_cpu = cpu_ticks(pid)?.since(master_cpu_before, clk_tck);
-    let own_cpu = cpu_ticks(std::process::id())?.since(own_cpu_before, clk_tck);
+    let own_cpu = cpu_ticks_of(&node_pids)?.since(own_cpu_before, clk_tck);
     let memory = memory_kib(pid)?;
     let load_after = load_average();
 
     master.stop().await;
+    // What this process's nodes saw after their first registration (whose
+    // event was read while starting them): a node registers again only if
+    // it lost the master.
+    let (mut registered, mut master_lost) = (0u64, 0u64);
+    for (_, events) in &mut running {
+        while let Some(event) = events.try_recv() {
+            match event {
+                NodeEvent::Registered { .. } => registered += 1,
+                NodeEvent::MasterLost => master_lost += 1,
+                _ => {}
+            }
+        }
+    }
     drop(running);
+    drop(helpers);
     let counts = master.counts;
 
     let rounds = answered as f64 / f64::from(nodes);
-    println!("scale: 1 master (own process), {nodes} nodes (this process), loopback");
+    println!(
+        "scale: 1 master (own process), {nodes} nodes ({} process{}), loopback",
+        node_pids.len(),
+        if node_pids.len() == 1 { "" } else { "es" }
+    );
     println!(
         "  interval {} ms, window {:.1} s ({periods} stats periods after {WARMUP_PERIODS} of warm-up), \
          all {nodes} nodes joined {:.2} s after the first started",
@@ -247,6 +306,10 @@ async fn run(args: Args) -> Result<bool> {
          node_recovered {}, node_left {}, registration_rejected {}",
         counts.joined, counts.lost, counts.recovered, counts.left, counts.rejected
     );
+    println!(
+        "  the {own_nodes} nodes of this process, after their first registration: \
+         {registered} registered again, {master_lost} master_lost"
+    );
     let ok = counts.joined == u64::from(nodes) && counts.lost == 0;
     println!(
         "  {}",
@@ -257,6 +320,142 @@ async fn run(args: Args) -> Result<bool> {
         }
     );
     Ok(ok)
+}
+
+/// Starts nodes `n{first}`... (`count` of them) for the master at
+/// `master`, [`START_BATCH`] at a time: each batch is registered before
+/// the next starts. All at once, 10,000 registrations on a busy 2-core
+/// machine take longer than a node waits for an answer (1 s); the nodes
+/// then register again and are reported as joining twice.
+async fn start_nodes(
+    master: &str,
+    first: u32,
+    count: u32,
+) -> Result<Vec<(Node, EventStream<NodeEvent>)>> {
+    let mut running: Vec<(Node, EventStream<NodeEvent>)> = Vec::with_capacity(count as usize);
+    let mut registered = 0;
+    for i in first..first + count {
+        // Each node on a loopback address of its own, as each would be on
+        // a host of its own: 10,000 listeners on one address would take a
+        // third of the ephemeral ports, which the master's connections
+        // and the nodes' registrations need too.
+        let config = NodeConfig {
+            listen: SocketAddr::from((
+                [
+                    127,
+                    1 + (i / 62_500) as u8,
+                    (i / 250 % 250) as u8,
+                    (i % 250 + 1) as u8,
+                ],
+                0,
+            )),
+            ..NodeConfig::new(format!("n{i:05}"), master)
+        };
+        let node = Node::start(config)
+            .await
+            .map_err(|error| format!("node {i} did not start: {error}"))?;
+        running.push(node);
+        if running.len() - registered == START_BATCH || i + 1 == first + count {
+            let deadline = Instant::now() + JOIN_TIMEOUT;
+            for (node, events) in &mut running[registered..] {
+                loop {
+                    let event = tokio::time::timeout_at(deadline.into(), events.recv())
+                        .await
+                        .map_err(|_| format!("node at {} did not register", node.local_addr()))?
+                        .ok_or("a node stopped")?;
+                    if let NodeEvent::Registered { .. } = event {
+                        break;
+                    }
+                }
+            }
+            registered = running.len();
+        }
+    }
+    Ok(running)
+}
+
+/// A helper process's life: start the nodes, say `ready`, run until the
+/// parent closes stdin (or dies).
+async fn serve_nodes(master: &str, first: u32, count: u32) -> Result<()> {
+    rlimit::increase_nofile_limit(u64::MAX)
+        .map_err(|error| format!("cannot raise the open-file limit: {error}"))?;
+    let running = start_nodes(master, first, count).await?;
+    println!("ready");
+    tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+    })
+    .await
+    .map_err(|error| error.to_string())?;
+    drop(running);
+    Ok(())
+}
+
+/// A helper process running some of the nodes.
+struct Helper {
+    child: Child,
+    stdout: Option<ChildStdout>,
+}
+
+impl Helper {
+    fn spawn(master: &str, first: u32, count: u32) -> Result<Helper> {
+        let exe = std::env::current_exe().map_err(|error| format!("where am I? {error}"))?;
+        let mut child = Command::new(exe)
+            .arg("--serve-nodes")
+            .arg(master)
+            .args(["--first", &first.to_string(), "--count", &count.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|error| format!("cannot start a helper: {error}"))?;
+        let stdout = child.stdout.take();
+        Ok(Helper { child, stdout })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the helper's nodes have started.
+    async fn ready(&mut self) -> Result<()> {
+        let stdout = self.stdout.take().ok_or("helper already waited for")?;
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        });
+        match tokio::time::timeout(JOIN_TIMEOUT, line).await {
+            Ok(Ok(Ok(line))) if line.trim() == "ready" => Ok(()),
+            other => Err(format!("a helper did not start its nodes: {other:?}")),
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        // Closing stdin tells it to stop; kill it if it lingers.
+        drop(self.child.stdin.take());
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The CPU time of the processes `pids`, added up.
+fn cpu_ticks_of(pids: &[u32]) -> Result<CpuTicks> {
+    pids.iter()
+        .try_fold(CpuTicks { user: 0, system: 0 }, |total, &pid| {
+            let ticks = cpu_ticks(pid)?;
+            Ok(CpuTicks {
+                user: total.user + ticks.user,
+                system: total.system + ticks.system,
+            })
+        })
 }
 
 /// `heartbeat` next to this example: the example is
@@ -372,6 +571,12 @@ impl MasterProcess {
                 )
             })?
             .ok_or_else(|| format!("the master stopped while waiting for {what}"))?;
+        self.count(&event);
+        Ok(event)
+    }
+
+    /// Counts `event` if it is one of those counted.
+    fn count(&mut self, event: &Value) {
         match event["event"].as_str() {
             Some("node_joined") => self.counts.joined += 1,
             Some("node_lost") => {
@@ -381,9 +586,16 @@ impl MasterProcess {
             Some("node_recovered") => self.counts.recovered += 1,
             Some("node_left") => self.counts.left += 1,
             Some("registration_rejected") => self.counts.rejected += 1,
+            Some("events_dropped") => eprintln!("the master dropped events: {event}"),
             _ => {}
         }
-        Ok(event)
+    }
+
+    /// Counts the events already waiting, without waiting for more.
+    fn drain_backlog(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            self.count(&event);
+        }
     }
 
     /// The next `ping_stats` event, counting the others on the way.

@@ -1,9 +1,11 @@
-//! The `heartbeat` command line (CONTRACT.md section 2), parsed by clap.
+//! The `heartbeat` command line (documented in the crate's README),
+//! parsed by clap, and how it becomes a [`MasterConfig`] or [`NodeConfig`].
 //!
 //! ```text
 //! heartbeat                                   # the demo
 //! heartbeat master [--listen ADDR] [--interval-ms 1000] [--failures 3]
 //!                  [--ping-timeout-ms MS] [--token T] [--json]
+//!                  [--max-nodes 10000] [--forget-after-ms 300000]
 //!                  [--stats-interval-ms MS]
 //! heartbeat node --id NAME --master ADDR [--listen ADDR]
 //!                [--master-timeout-ms 10000] [--token T] [--json]
@@ -12,11 +14,15 @@
 //! The master listens on [`DEFAULT_MASTER_LISTEN`] (`127.0.0.1:7940`) unless
 //! told otherwise: the port next to the seed demo's heartbeat port 7939, so
 //! a node started with `--master 127.0.0.1:7940` finds a master started
-//! with no flags. `--stats-interval-ms` is an addition to the contract's
-//! flags, off by default: it adds `ping_stats` events (see
+//! with no flags. `--stats-interval-ms` is off by default: it adds
+//! `ping_stats` events (see
 //! [`MasterEvent::PingStats`](crate::event::MasterEvent::PingStats)) for
 //! measuring a master. Bad arguments make clap print the problem on stderr
 //! and exit 2.
+//!
+//! This module depends on the core ([`Master`](crate::Master),
+//! [`Node`](crate::Node)), never the other way round: the conversions
+//! from the arguments to the configurations live here.
 //!
 //! ```
 //! use clap::Parser;
@@ -36,12 +42,15 @@ use std::time::Duration;
 use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Parser, Subcommand};
 
+use crate::detector::{DEFAULT_FORGET_AFTER, DEFAULT_MAX_NODES};
+use crate::{MasterConfig, NodeConfig};
+
 /// Where the master listens for registrations when `--listen` is not given.
 pub const DEFAULT_MASTER_LISTEN: &str = "127.0.0.1:7940";
 
 /// Where a node's heartbeat listener binds when `--listen` is not given: a
 /// free port on loopback.
-pub const DEFAULT_NODE_LISTEN: &str = "127.0.0.1:0";
+pub const DEFAULT_NODE_LISTEN: &str = crate::node::DEFAULT_NODE_LISTEN;
 
 /// The whole command line.
 #[derive(Debug, Clone, Parser)]
@@ -104,6 +113,26 @@ pub struct MasterArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// At most this many nodes, live and lost: a registration of a new id
+    /// beyond it is rejected with reason `node limit`.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = DEFAULT_MAX_NODES as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_nodes: u64,
+
+    /// Forget a node lost for this long, in milliseconds (it may join
+    /// again later).
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = DEFAULT_FORGET_AFTER.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub forget_after_ms: u64,
+
     /// Also report ping statistics this often, in milliseconds: pings
     /// answered and failed, and each round trip, as `ping_stats` events
     /// [default: off].
@@ -130,6 +159,27 @@ impl MasterArgs {
     /// `--stats-interval-ms` as a duration, if given.
     pub fn stats_interval(&self) -> Option<Duration> {
         self.stats_interval_ms.map(Duration::from_millis)
+    }
+
+    /// `--forget-after-ms` as a duration.
+    pub fn forget_after(&self) -> Duration {
+        Duration::from_millis(self.forget_after_ms)
+    }
+}
+
+impl From<&MasterArgs> for MasterConfig {
+    fn from(args: &MasterArgs) -> Self {
+        MasterConfig {
+            listen: args.listen,
+            interval: args.interval(),
+            failures: args.failures,
+            ping_timeout: args.ping_timeout(),
+            token: args.token.clone(),
+            max_nodes: usize::try_from(args.max_nodes).unwrap_or(usize::MAX),
+            forget_after: args.forget_after(),
+            stats_interval: args.stats_interval(),
+            ..MasterConfig::new(args.listen)
+        }
     }
 }
 
@@ -172,6 +222,17 @@ impl NodeArgs {
     /// `--master-timeout-ms` as a duration.
     pub fn master_timeout(&self) -> Duration {
         Duration::from_millis(self.master_timeout_ms)
+    }
+}
+
+impl From<&NodeArgs> for NodeConfig {
+    fn from(args: &NodeArgs) -> Self {
+        NodeConfig {
+            listen: args.listen,
+            master_timeout: args.master_timeout(),
+            token: args.token.clone(),
+            ..NodeConfig::new(args.id.clone(), args.master.clone())
+        }
     }
 }
 
@@ -252,6 +313,16 @@ mod tests {
         assert_eq!(args.token, None);
         assert!(!args.json);
         assert_eq!(args.stats_interval(), None, "no ping_stats unless asked");
+        assert_eq!(args.max_nodes, 10_000);
+        assert_eq!(args.forget_after(), Duration::from_secs(300));
+        let config = MasterConfig::from(&args);
+        assert_eq!(config.max_nodes, 10_000);
+        assert_eq!(config.forget_after, Duration::from_secs(300));
+        assert_eq!(
+            config,
+            MasterConfig::new(args.listen),
+            "the flags' defaults are the library's"
+        );
     }
 
     #[test]
@@ -282,6 +353,10 @@ mod tests {
             "--json",
             "--stats-interval-ms",
             "1000",
+            "--max-nodes",
+            "5",
+            "--forget-after-ms",
+            "2500",
         ]);
         assert_eq!(args.listen, "0.0.0.0:0".parse().unwrap());
         assert_eq!(args.interval_ms, 200);
@@ -290,6 +365,11 @@ mod tests {
         assert_eq!(args.token.as_deref(), Some("s3cret"));
         assert!(args.json);
         assert_eq!(args.stats_interval(), Some(Duration::from_secs(1)));
+        let config = MasterConfig::from(&args);
+        assert_eq!(config.max_nodes, 5);
+        assert_eq!(config.forget_after, Duration::from_millis(2500));
+        assert_eq!(config.token.as_deref(), Some("s3cret"));
+        assert_eq!(config.ping_timeout, Duration::from_millis(150));
     }
 
     #[test]
@@ -301,6 +381,11 @@ mod tests {
         assert_eq!(args.master_timeout(), Duration::from_secs(10));
         assert_eq!(args.token, None);
         assert!(!args.json);
+        assert_eq!(
+            NodeConfig::from(&args),
+            NodeConfig::new("n1", "127.0.0.1:7940"),
+            "the flags' defaults are the library's"
+        );
     }
 
     #[test]
@@ -366,6 +451,11 @@ mod tests {
                 ErrorKind::ValueValidation,
             ),
             (&["master", "--failures", "0"], ErrorKind::ValueValidation),
+            (&["master", "--max-nodes", "0"], ErrorKind::ValueValidation),
+            (
+                &["master", "--forget-after-ms", "0"],
+                ErrorKind::ValueValidation,
+            ),
             (
                 &["master", "--ping-timeout-ms", "0"],
                 ErrorKind::ValueValidation,

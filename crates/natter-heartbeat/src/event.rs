@@ -2,10 +2,15 @@
 //!
 //! Each thing worth telling the user is one typed event, [`MasterEvent`] or
 //! [`NodeEvent`], with two renderings: a JSON object for `--json` (field
-//! names fixed by CONTRACT.md section 2, since black-box tests read them)
-//! and a sentence for people. An [`EventSink`] writes them to stdout, one
-//! per line, flushed at once; stdout carries nothing else (logs go to
-//! stderr).
+//! names are part of the command line's promise, since programs read them;
+//! see the crate's README) and a sentence for people. An [`EventSink`]
+//! writes them to stdout, one per line; stdout carries nothing else (logs
+//! go to stderr).
+//!
+//! Neither the [`EventStream`] nor the [`EventSink`] ever makes the master
+//! or node wait for its reader: both are bounded, drop the newest events
+//! when full, and say so in place with an [`EventsDropped`] event
+//! (`{"event":"events_dropped","count":N}`).
 //!
 //! ```
 //! use natter_heartbeat::event::{Event, MasterEvent};
@@ -21,12 +26,19 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::detector::{Registration, Transition};
+use crate::queue::{Entry, LossyQueue};
+
+/// How many events an [`EventStream`] holds for its reader by default
+/// before it drops newer ones.
+pub const DEFAULT_EVENT_CAPACITY: usize = 16_384;
 
 /// Something a program reports: a JSON line with `--json`, else a sentence.
 ///
@@ -69,17 +81,30 @@ pub enum MasterEvent {
         /// The node's id.
         node: String,
     },
-    /// A registration from `peer` was refused (wrong or missing token).
+    /// A registration from `peer` was refused: `wrong token`, `missing
+    /// token`, `id in use` or `node limit`.
     RegistrationRejected {
         /// Where the registration came from.
         peer: SocketAddr,
         /// Why, as sent to the node.
         reason: String,
     },
+    /// A node lost for `forget_after` was dropped from the master's
+    /// table; it may join again as a new node.
+    NodeForgotten {
+        /// The node's id.
+        node: String,
+    },
+    /// `count` events could not be kept for the reader (it fell behind
+    /// by [`MasterConfig::event_capacity`](crate::MasterConfig::event_capacity)
+    /// events, or stdout was not taking them) and were dropped here.
+    EventsDropped {
+        /// How many.
+        count: u64,
+    },
     /// The pings that finished during the last stats period. Reported
     /// only when asked for ([`MasterConfig::stats_interval`], `heartbeat
-    /// master --stats-interval-ms`); off by default, so the output of
-    /// CONTRACT.md section 2 is unchanged.
+    /// master --stats-interval-ms`); off by default.
     ///
     /// [`MasterConfig::stats_interval`]: crate::MasterConfig::stats_interval
     PingStats {
@@ -134,6 +159,12 @@ pub enum NodeEvent {
     },
     /// Nothing was heard from the master for `--master-timeout-ms`.
     MasterLost,
+    /// `count` events could not be kept for the reader and were dropped
+    /// here; see [`MasterEvent::EventsDropped`].
+    EventsDropped {
+        /// How many.
+        count: u64,
+    },
 }
 
 // Sentences quote ids with `{:?}` and escape other peer-supplied text, so a
@@ -150,6 +181,10 @@ impl fmt::Display for MasterEvent {
             MasterEvent::NodeLost { node } => write!(f, "node {node:?} lost"),
             MasterEvent::NodeRecovered { node } => write!(f, "node {node:?} recovered"),
             MasterEvent::NodeLeft { node } => write!(f, "node {node:?} left"),
+            MasterEvent::NodeForgotten { node } => {
+                write!(f, "node {node:?} forgotten: lost for too long")
+            }
+            MasterEvent::EventsDropped { count } => EventsDropped { count: *count }.fmt(f),
             MasterEvent::RegistrationRejected { peer, reason } => {
                 write!(
                     f,
@@ -182,6 +217,7 @@ impl fmt::Display for NodeEvent {
                 write!(f, "registered with the master at {}", master.escape_debug())
             }
             NodeEvent::MasterLost => f.write_str("lost the master: it has been silent too long"),
+            NodeEvent::EventsDropped { count } => EventsDropped { count: *count }.fmt(f),
         }
     }
 }
@@ -205,33 +241,199 @@ fn to_json(event: &impl Serialize) -> String {
     serde_json::to_string(event).expect("events always serialize to JSON")
 }
 
+/// `count` events were dropped here: what a bounded queue says in place
+/// of the events it could not keep. JSON: `{"event":"events_dropped","count":N}`.
+///
+/// ```
+/// use natter_heartbeat::event::{Event, EventsDropped};
+///
+/// let dropped = EventsDropped { count: 12 };
+/// assert_eq!(dropped.to_json(), r#"{"event":"events_dropped","count":12}"#);
+/// assert_eq!(dropped.to_string(), "12 events were dropped here: the output could not keep up");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventsDropped {
+    /// How many events were dropped.
+    pub count: u64,
+}
+
+impl fmt::Display for EventsDropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.count;
+        let events = if count == 1 {
+            "event was"
+        } else {
+            "events were"
+        };
+        write!(
+            f,
+            "{count} {events} dropped here: the output could not keep up"
+        )
+    }
+}
+
+impl Event for EventsDropped {
+    fn to_json(&self) -> String {
+        format!(r#"{{"event":"events_dropped","count":{}}}"#, self.count)
+    }
+}
+
+impl From<EventsDropped> for MasterEvent {
+    fn from(EventsDropped { count }: EventsDropped) -> Self {
+        MasterEvent::EventsDropped { count }
+    }
+}
+
+impl From<EventsDropped> for NodeEvent {
+    fn from(EventsDropped { count }: EventsDropped) -> Self {
+        NodeEvent::EventsDropped { count }
+    }
+}
+
 /// The events of a running [`Master`](crate::Master) or
 /// [`Node`](crate::Node), in the order they happened.
 ///
-/// Events wait here until read, however many (they are rare: a few per
-/// node joining, failing or leaving, and one per stats period if asked
-/// for), so a slow reader loses none and never slows the master or node
-/// down. [`recv`](Self::recv) returns
-/// `None` once the master or node has stopped and every event was read.
+/// The stream holds a bounded number of events for its reader
+/// ([`MasterConfig::event_capacity`](crate::MasterConfig::event_capacity),
+/// [`NodeConfig::event_capacity`](crate::NodeConfig::event_capacity);
+/// [`DEFAULT_EVENT_CAPACITY`] by default), so that a reader that falls
+/// behind, or never reads, costs bounded memory and never slows the master
+/// or node down. When it is full, newer events are dropped, and the reader
+/// gets one [`EventsDropped`] event (as `MasterEvent::EventsDropped` or
+/// `NodeEvent::EventsDropped`) with their count in their place, after the
+/// events kept before them. [`recv`](Self::recv) returns `None` once the
+/// master or node has stopped and every event was read.
 #[derive(Debug)]
 pub struct EventStream<E> {
-    receiver: mpsc::UnboundedReceiver<E>,
+    shared: Arc<StreamShared<E>>,
 }
 
-impl<E> EventStream<E> {
-    pub(crate) fn new(receiver: mpsc::UnboundedReceiver<E>) -> Self {
-        EventStream { receiver }
-    }
+/// The producing side of an [`EventStream`]; clones share it, and the
+/// stream ends when the last one is dropped.
+#[derive(Debug)]
+pub(crate) struct EventSender<E> {
+    shared: Arc<StreamShared<E>>,
+}
 
+#[derive(Debug)]
+struct StreamShared<E> {
+    state: Mutex<StreamState<E>>,
+    /// Wakes the reader: one permit is kept if it is not waiting yet.
+    notify: Notify,
+    senders: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct StreamState<E> {
+    queue: LossyQueue<E>,
+    /// No sender is left.
+    ended: bool,
+    /// The stream was dropped: events have nowhere to go.
+    unread: bool,
+}
+
+/// A bounded event stream holding up to `capacity` events, and its sender.
+pub(crate) fn event_stream<E>(capacity: usize) -> (EventSender<E>, EventStream<E>) {
+    let shared = Arc::new(StreamShared {
+        state: Mutex::new(StreamState {
+            queue: LossyQueue::new(capacity, usize::MAX),
+            ended: false,
+            unread: false,
+        }),
+        notify: Notify::new(),
+        senders: AtomicUsize::new(1),
+    });
+    (
+        EventSender {
+            shared: shared.clone(),
+        },
+        EventStream { shared },
+    )
+}
+
+impl<E> StreamShared<E> {
+    fn state(&self) -> MutexGuard<'_, StreamState<E>> {
+        // Only queue operations run under the lock, and they leave the
+        // queue consistent even if one panicked midway.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<E> EventSender<E> {
+    /// Queues `event` for the reader, or drops and counts it if the
+    /// stream is full. Never waits.
+    pub(crate) fn send(&self, event: E) {
+        let mut state = self.shared.state();
+        if state.unread {
+            return;
+        }
+        state.queue.push(event, 0);
+        drop(state);
+        self.shared.notify.notify_one();
+    }
+}
+
+impl<E> Clone for EventSender<E> {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        EventSender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<E> Drop for EventSender<E> {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.state().ended = true;
+            self.shared.notify.notify_one();
+        }
+    }
+}
+
+impl<E: From<EventsDropped>> EventStream<E> {
     /// The next event; `None` once the master or node has stopped and
     /// every event was read.
     pub async fn recv(&mut self) -> Option<E> {
-        self.receiver.recv().await
+        loop {
+            {
+                let mut state = self.shared.state();
+                if let Some(event) = Self::take(&mut state) {
+                    return Some(event);
+                }
+                if state.ended {
+                    return None;
+                }
+            }
+            self.shared.notify.notified().await;
+        }
     }
 
     /// The next event if one is waiting, without waiting.
     pub fn try_recv(&mut self) -> Option<E> {
-        self.receiver.try_recv().ok()
+        Self::take(&mut self.shared.state())
+    }
+
+    fn take(state: &mut StreamState<E>) -> Option<E> {
+        state.queue.pop().map(|entry| match entry {
+            Entry::Item(event) => event,
+            Entry::Dropped(count) => EventsDropped { count }.into(),
+        })
+    }
+}
+
+impl<E> EventStream<E> {
+    /// How many events were dropped so far because the stream was full.
+    pub fn dropped(&self) -> u64 {
+        self.shared.state().queue.dropped()
+    }
+}
+
+impl<E> Drop for EventStream<E> {
+    fn drop(&mut self) {
+        let mut state = self.shared.state();
+        state.unread = true;
+        while state.queue.pop().is_some() {}
     }
 }
 
@@ -264,38 +466,128 @@ impl Format {
     }
 }
 
-/// Writes events, one per line, each flushed as soon as it is written.
+/// How many lines an [`EventSink`] holds for its writer, at most: a burst
+/// of 2,000 nodes joining and being lost, on top of the 64 KiB a pipe
+/// holds. The queue only has to bridge a reader's pauses; a reader that
+/// has stopped learns how much it missed.
+const SINK_MAX_LINES: usize = 4096;
+
+/// How many bytes of lines an [`EventSink`] holds for its writer, at
+/// most: a bound on its memory however long the output is blocked.
+const SINK_MAX_BYTES: usize = 1024 * 1024;
+
+/// Writes events, one per line, from a thread of its own, so that
+/// emitting never waits for the output.
 ///
-/// Clones share the writer and take turns line by line, so tasks can each
-/// hold one and lines never interleave. Writes are blocking and short; an
-/// error (stdout closed, say) is returned to the caller, who decides
-/// whether the program can go on.
+/// [`emit`](Self::emit) renders the event and queues the line; a
+/// dedicated thread writes queued lines in batches and flushes after each
+/// batch. A full pipe on stdout (a reader that stopped reading) blocks
+/// only that thread: the queue fills up to 4,096 lines or 1 MiB, then newer
+/// events are dropped and counted, and once the output takes lines again
+/// the sink writes one [`EventsDropped`] line with the count, after the
+/// lines queued before the loss and before newer ones.
+///
+/// Clones share the queue and the thread, so tasks can each hold one, and
+/// lines never interleave. When writing fails (stdout closed, say), the
+/// error is returned by the next `emit`, and the caller decides whether
+/// the program can go on.
 ///
 /// ```
+/// use std::time::Duration;
 /// use natter_heartbeat::event::{EventSink, Format, NodeEvent};
 ///
 /// let sink = EventSink::stdout(Format::Json);
 /// sink.emit(&NodeEvent::MasterLost)?; // prints {"event":"master_lost"}
+/// sink.flush(Duration::from_secs(1))?; // before exiting
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Debug)]
-pub struct EventSink<W = io::Stdout> {
-    out: Arc<Mutex<W>>,
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    shared: Arc<SinkShared>,
     format: Format,
+    /// Shared by the clones only (the writer thread holds `shared`): when
+    /// the last clone goes, the writer finishes the queue and stops.
+    _closer: Arc<WriterHandle>,
 }
 
-impl EventSink<io::Stdout> {
+#[derive(Debug)]
+struct SinkShared {
+    state: Mutex<SinkState>,
+    /// The writer waits here for lines.
+    lines: Condvar,
+    /// [`EventSink::flush`] waits here for the writer.
+    written: Condvar,
+}
+
+#[derive(Debug)]
+struct SinkState {
+    queue: LossyQueue<String>,
+    /// Lines queued so far (not counting those dropped).
+    queued: u64,
+    /// Lines written so far.
+    written: u64,
+    /// No sink is left: the writer finishes the queue and stops.
+    closed: bool,
+    /// Writing failed: what to tell the next `emit`.
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+/// Closes the queue when the last clone of a sink is dropped.
+#[derive(Debug)]
+struct WriterHandle(Arc<SinkShared>);
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        self.0.state().closed = true;
+        self.0.lines.notify_one();
+    }
+}
+
+impl SinkShared {
+    fn state(&self) -> MutexGuard<'_, SinkState> {
+        // Queue operations cannot be left half done by a panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl EventSink {
     /// A sink that writes to the process's stdout.
     pub fn stdout(format: Format) -> Self {
         EventSink::new(io::stdout(), format)
     }
-}
 
-impl<W: Write> EventSink<W> {
-    /// A sink that writes to `out` in `format`.
-    pub fn new(out: W, format: Format) -> Self {
+    /// A sink that writes to `out` in `format`, from a thread it starts.
+    pub fn new<W: Write + Send + 'static>(out: W, format: Format) -> Self {
+        EventSink::with_limits(out, format, SINK_MAX_LINES, SINK_MAX_BYTES)
+    }
+
+    fn with_limits<W: Write + Send + 'static>(
+        out: W,
+        format: Format,
+        max_lines: usize,
+        max_bytes: usize,
+    ) -> Self {
+        let shared = Arc::new(SinkShared {
+            state: Mutex::new(SinkState {
+                queue: LossyQueue::new(max_lines, max_bytes),
+                queued: 0,
+                written: 0,
+                closed: false,
+                failed: None,
+            }),
+            lines: Condvar::new(),
+            written: Condvar::new(),
+        });
+        let writer = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("event-writer".into())
+            .spawn(move || write_lines(&writer, out, format));
+        if let Err(error) = spawned {
+            shared.state().failed = Some((error.kind(), error.to_string()));
+        }
         EventSink {
-            out: Arc::new(Mutex::new(out)),
+            _closer: Arc::new(WriterHandle(shared.clone())),
+            shared,
             format,
         }
     }
@@ -305,24 +597,102 @@ impl<W: Write> EventSink<W> {
         self.format
     }
 
-    /// Writes `event` as one line and flushes it.
+    /// Queues `event` as one line; never waits. If the queue is full the
+    /// event is dropped and counted (see [`EventSink`]). Fails only if
+    /// writing has failed before.
     pub fn emit(&self, event: &impl Event) -> io::Result<()> {
-        let mut line = self.format.render(event);
-        line.push('\n');
-        // A panic while another clone held the lock cannot have left a
-        // partial line behind (the line goes out in one write_all), so the
-        // writer is still usable.
-        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-        out.write_all(line.as_bytes())?;
-        out.flush()
+        let line = self.format.render(event);
+        let mut state = self.shared.state();
+        if let Some((kind, message)) = &state.failed {
+            return Err(io::Error::new(*kind, message.clone()));
+        }
+        let len = line.len() + 1;
+        if state.queue.push(line, len) {
+            state.queued += 1;
+        }
+        drop(state);
+        self.shared.lines.notify_one();
+        Ok(())
+    }
+
+    /// Waits until every line queued so far is written, or `within` has
+    /// passed (the output may be blocked): `Ok(true)` if written,
+    /// `Ok(false)` if not in time, an error if writing failed.
+    pub fn flush(&self, within: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + within;
+        let mut state = self.shared.state();
+        let target = state.queued;
+        loop {
+            if let Some((kind, message)) = &state.failed {
+                return Err(io::Error::new(*kind, message.clone()));
+            }
+            if state.written >= target {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            state = self
+                .shared
+                .written
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// How many events were dropped so far because the output was not
+    /// taking them.
+    pub fn dropped(&self) -> u64 {
+        self.shared.state().queue.dropped()
     }
 }
 
-impl<W> Clone for EventSink<W> {
-    fn clone(&self) -> Self {
-        EventSink {
-            out: Arc::clone(&self.out),
-            format: self.format,
+/// The writer thread: takes whatever is queued, writes it in one go and
+/// flushes, until the sinks are gone and the queue is empty, or writing
+/// fails.
+fn write_lines<W: Write>(shared: &SinkShared, mut out: W, format: Format) {
+    let mut batch = String::new();
+    loop {
+        let mut state = shared.state();
+        while state.queue.is_empty() && !state.closed {
+            state = shared
+                .lines
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if state.queue.is_empty() {
+            return;
+        }
+        batch.clear();
+        let mut lines = 0;
+        while let Some(entry) = state.queue.pop() {
+            match entry {
+                Entry::Item(line) => {
+                    lines += 1;
+                    batch.push_str(&line);
+                }
+                Entry::Dropped(count) => batch.push_str(&format.render(&EventsDropped { count })),
+            }
+            batch.push('\n');
+        }
+        drop(state);
+        let result = out.write_all(batch.as_bytes()).and_then(|()| out.flush());
+        let mut state = shared.state();
+        match result {
+            Ok(()) => state.written += lines,
+            Err(error) => state.failed = Some((error.kind(), error.to_string())),
+        }
+        let failed = state.failed.is_some();
+        drop(state);
+        shared.written.notify_all();
+        if failed {
+            return;
+        }
+        // Keep a big batch's buffer from staying allocated for good.
+        if batch.capacity() > 64 * 1024 {
+            batch = String::new();
         }
     }
 }
@@ -335,8 +705,8 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// Each event with its exact JSON line (CONTRACT.md section 2) and its
-    /// sentence.
+    /// Each event with its exact JSON line (as the README documents it)
+    /// and its sentence.
     fn master_events() -> Vec<(MasterEvent, &'static str, &'static str)> {
         vec![
             (
@@ -377,6 +747,16 @@ mod tests {
                 r#"{"event":"registration_rejected","peer":"127.0.0.1:51000","reason":"wrong token"}"#,
                 "registration from 127.0.0.1:51000 rejected: wrong token",
             ),
+            (
+                MasterEvent::NodeForgotten { node: "n1".into() },
+                r#"{"event":"node_forgotten","node":"n1"}"#,
+                r#"node "n1" forgotten: lost for too long"#,
+            ),
+            (
+                MasterEvent::EventsDropped { count: 42 },
+                r#"{"event":"events_dropped","count":42}"#,
+                "42 events were dropped here: the output could not keep up",
+            ),
         ]
     }
 
@@ -401,11 +781,16 @@ mod tests {
                 r#"{"event":"master_lost"}"#,
                 "lost the master: it has been silent too long",
             ),
+            (
+                NodeEvent::EventsDropped { count: 1 },
+                r#"{"event":"events_dropped","count":1}"#,
+                "1 event was dropped here: the output could not keep up",
+            ),
         ]
     }
 
     #[test]
-    fn master_events_render_as_in_the_contract() {
+    fn master_events_render_as_documented() {
         for (event, json, sentence) in master_events() {
             assert_eq!(event.to_json(), json);
             assert_eq!(event.to_string(), sentence);
@@ -413,7 +798,7 @@ mod tests {
     }
 
     #[test]
-    fn node_events_render_as_in_the_contract() {
+    fn node_events_render_as_documented() {
         for (event, json, sentence) in node_events() {
             assert_eq!(event.to_json(), json);
             assert_eq!(event.to_string(), sentence);
@@ -545,55 +930,70 @@ mod tests {
         }
     }
 
-    /// A writer that records what was written and how often it was flushed.
-    #[derive(Default)]
+    /// A writer that records what was written; clones share the record.
+    /// While `blocked`, writes wait, as on a full pipe nobody reads.
+    #[derive(Clone, Default)]
     struct Recorder {
-        written: Vec<u8>,
-        flushed_at: Vec<usize>,
+        written: Arc<Mutex<Vec<u8>>>,
+        blocked: Arc<(Mutex<bool>, Condvar)>,
+    }
+
+    impl Recorder {
+        fn text(&self) -> String {
+            String::from_utf8(self.written.lock().unwrap().clone()).unwrap()
+        }
+
+        fn block(&self, blocked: bool) {
+            *self.blocked.0.lock().unwrap() = blocked;
+            self.blocked.1.notify_all();
+        }
     }
 
     impl Write for Recorder {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.written.extend_from_slice(buf);
+            let (lock, unblocked) = &*self.blocked;
+            let guard = lock.lock().unwrap();
+            drop(unblocked.wait_while(guard, |blocked| *blocked).unwrap());
+            self.written.lock().unwrap().extend_from_slice(buf);
             Ok(buf.len())
         }
 
         fn flush(&mut self) -> io::Result<()> {
-            self.flushed_at.push(self.written.len());
             Ok(())
         }
     }
 
+    const SECOND: Duration = Duration::from_secs(1);
+
     #[test]
-    fn a_sink_writes_one_flushed_line_per_event() {
-        let sink = EventSink::new(Recorder::default(), Format::Json);
+    fn a_sink_writes_one_line_per_event_in_order() {
+        let out = Recorder::default();
+        let sink = EventSink::new(out.clone(), Format::Json);
         let other_task = sink.clone();
         sink.emit(&NodeEvent::Listening {
             addr: addr("127.0.0.1:4000"),
         })
         .unwrap();
         other_task.emit(&NodeEvent::MasterLost).unwrap();
-
-        let out = sink.out.lock().unwrap();
-        let text = std::str::from_utf8(&out.written).unwrap();
+        assert!(sink.flush(SECOND * 5).unwrap());
         assert_eq!(
-            text,
+            out.text(),
             "{\"event\":\"listening\",\"addr\":\"127.0.0.1:4000\"}\n{\"event\":\"master_lost\"}\n"
         );
-        let first_line_end = text.find('\n').unwrap() + 1;
-        assert_eq!(out.flushed_at, [first_line_end, text.len()]);
     }
 
     #[test]
     fn a_sink_writes_sentences_without_json() {
-        let sink = EventSink::new(Recorder::default(), Format::from_json_flag(false));
+        let out = Recorder::default();
+        let sink = EventSink::new(out.clone(), Format::from_json_flag(false));
         sink.emit(&MasterEvent::NodeLeft { node: "n1".into() })
             .unwrap();
-        assert_eq!(sink.out.lock().unwrap().written, b"node \"n1\" left\n");
+        assert!(sink.flush(SECOND * 5).unwrap());
+        assert_eq!(out.text(), "node \"n1\" left\n");
     }
 
     #[test]
-    fn a_write_error_is_returned() {
+    fn a_write_error_is_returned_by_the_next_emit() {
         struct Closed;
         impl Write for Closed {
             fn write(&mut self, _: &[u8]) -> io::Result<usize> {
@@ -604,7 +1004,121 @@ mod tests {
             }
         }
         let sink = EventSink::new(Closed, Format::Json);
+        sink.emit(&NodeEvent::MasterLost).unwrap();
+        let err = sink.flush(SECOND * 5).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
         let err = sink.emit(&NodeEvent::MasterLost).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    fn left(i: usize) -> MasterEvent {
+        MasterEvent::NodeLeft {
+            node: format!("n{i}"),
+        }
+    }
+
+    #[test]
+    fn a_blocked_output_never_blocks_emit_and_the_loss_is_told_in_place() {
+        let out = Recorder::default();
+        out.block(true);
+        let sink = EventSink::with_limits(out.clone(), Format::Json, 10, usize::MAX);
+        // The writer takes the first line and blocks on it; 10 more wait
+        // in the queue; the rest are dropped. None of it waits.
+        let started = Instant::now();
+        for i in 0..1000 {
+            sink.emit(&left(i)).unwrap();
+            if i == 0 {
+                // Let the writer take the first line before going on.
+                while !sink.shared.state().queue.is_empty() {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        assert!(started.elapsed() < SECOND, "{:?}", started.elapsed());
+        assert_eq!(sink.dropped(), 989);
+        assert!(!sink.flush(Duration::from_millis(50)).unwrap(), "blocked");
+        out.block(false);
+        assert!(sink.flush(SECOND * 5).unwrap());
+        sink.emit(&left(1000)).unwrap();
+        assert!(sink.flush(SECOND * 5).unwrap());
+        let expected: Vec<String> = (0..=10)
+            .map(|i| left(i).to_json())
+            .chain([
+                r#"{"event":"events_dropped","count":989}"#.to_owned(),
+                left(1000).to_json(),
+            ])
+            .collect();
+        assert_eq!(out.text().lines().collect::<Vec<_>>(), expected);
+    }
+
+    #[test]
+    fn the_loss_is_told_once_output_flows_even_without_newer_events() {
+        let out = Recorder::default();
+        out.block(true);
+        let sink = EventSink::with_limits(out.clone(), Format::Sentences, 2, usize::MAX);
+        for i in 0..10 {
+            sink.emit(&left(i)).unwrap();
+        }
+        out.block(false);
+        assert!(sink.flush(SECOND * 5).unwrap());
+        let deadline = Instant::now() + SECOND * 5;
+        while !out.text().contains("dropped") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let text = out.text();
+        let last = text.lines().last().unwrap();
+        assert!(
+            last.ends_with("events were dropped here: the output could not keep up"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_stream_drops_newer_events_and_says_how_many_in_place() {
+        let (sender, mut events) = event_stream(3);
+        for i in 0..10 {
+            sender.send(left(i));
+        }
+        assert_eq!(events.dropped(), 7);
+        assert_eq!(events.recv().await, Some(left(0)));
+        sender.send(left(10));
+        drop(sender);
+        let rest: Vec<MasterEvent> = std::iter::from_fn(|| events.try_recv()).collect();
+        assert_eq!(
+            rest,
+            [
+                left(1),
+                left(2),
+                MasterEvent::EventsDropped { count: 7 },
+                left(10)
+            ]
+        );
+        assert_eq!(events.recv().await, None, "ended with the last sender");
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_when_every_sender_is_gone() {
+        let (sender, mut events) = event_stream::<NodeEvent>(8);
+        let other = sender.clone();
+        sender.send(NodeEvent::MasterLost);
+        drop(sender);
+        let reader = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(event) = events.recv().await {
+                seen.push(event);
+            }
+            seen
+        });
+        tokio::task::yield_now().await;
+        other.send(NodeEvent::EventsDropped { count: 1 });
+        drop(other);
+        let seen = tokio::time::timeout(SECOND * 5, reader)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            seen,
+            [NodeEvent::MasterLost, NodeEvent::EventsDropped { count: 1 }]
+        );
     }
 }

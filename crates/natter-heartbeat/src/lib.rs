@@ -6,18 +6,21 @@
 //! listener of its own, registers its address with the master, and answers
 //! the master's pings. The master reports a node lost after `failures`
 //! unanswered pings in a row; a node reports the master lost when it has
-//! heard nothing for `master-timeout`. The `heartbeat` binary's command line
-//! and output are fixed by CONTRACT.md section 2.
+//! heard nothing for `master-timeout`. The `heartbeat` binary's command line,
+//! events and exit codes are documented in the crate's README.
 //!
 //! The crate is layered so that everything but the sockets is pure:
 //!
 //! - [`protocol`]: the JSON messages on the wire.
-//! - [`detector`]: when a node (or the master) counts as lost, as state
-//!   machines fed with outcomes and instants.
-//! - [`event`]: what is reported on stdout, as JSON lines or sentences.
-//! - [`cli`]: the command line.
-//! - [`Master`], [`Node`]: the networking, on natter's server and
-//!   client, usable in-process; each reports through an [`EventStream`].
+//! - [`detector`]: when a node (or the master) counts as lost, who may
+//!   register, when a lost node is probed and forgotten, as state machines
+//!   fed with outcomes and instants.
+//! - [`event`]: what is reported on stdout, as JSON lines or sentences,
+//!   through bounded queues that never make the work wait.
+//! - [`Master`] (its registration endpoint, the membership table, the
+//!   pinger) and [`Node`]: the networking, on natter's server and client,
+//!   usable in-process; each reports through an [`EventStream`].
+//! - [`cli`]: the command line, and its conversion to the configurations.
 //! - [`run_master`], [`run_node`], [`run_demo`]: the `heartbeat` binary's
 //!   three roles, printing events through an
 //!   [`EventSink`].
@@ -30,10 +33,15 @@ pub mod cli;
 mod demo;
 pub mod detector;
 pub mod event;
+mod logs;
 mod master;
+mod membership;
 mod node;
 mod pinger;
 pub mod protocol;
+mod queue;
+
+use std::time::Duration;
 
 use cli::{MasterArgs, NodeArgs};
 use event::{EventSink, Format};
@@ -57,8 +65,9 @@ pub enum Error {
     /// logged and survived instead.
     #[error(transparent)]
     Network(#[from] natter::Error),
-    /// The master refused this node's registration (wrong or missing
-    /// token). The node gives up.
+    /// The master refused this node's token (wrong or missing). The node
+    /// gives up. (Other rejections, `id in use` and `node limit`, are
+    /// retried.)
     #[error("registration rejected by the master at {master}: {reason}")]
     Rejected {
         /// The master's address as given to `--master`.
@@ -80,14 +89,24 @@ pub enum Error {
     Demo(String),
 }
 
+/// How long a stopping program waits for its last events to reach stdout
+/// (a blocked stdout must not keep it from exiting).
+const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
+
 /// Runs `heartbeat master`: listens for registrations, pings every node
 /// each interval and prints master events until SIGINT or SIGTERM.
+///
+/// Events go to stdout through an [`EventSink`], so a stdout that nobody
+/// reads never holds up pinging or registration.
 pub async fn run_master(args: MasterArgs) -> Result<(), Error> {
     let sink = EventSink::stdout(Format::from_json_flag(args.json));
     let mut stop = ShutdownSignal::new();
     let (master, mut events) = Master::start(MasterConfig::from(&args)).await?;
-    print_events(&mut events, &sink, &mut stop).await?;
-    master.shutdown().await
+    let printed = print_events(&mut events, &sink, &mut stop).await;
+    let stopped = master.shutdown().await;
+    drain(&mut events, &sink);
+    printed?;
+    stopped
 }
 
 /// Runs `heartbeat node`: answers pings, registers with the master (again
@@ -97,17 +116,38 @@ pub async fn run_node(args: NodeArgs) -> Result<(), Error> {
     let sink = EventSink::stdout(Format::from_json_flag(args.json));
     let mut stop = ShutdownSignal::new();
     let (node, mut events) = Node::start(NodeConfig::from(&args)).await?;
-    match print_events(&mut events, &sink, &mut stop).await? {
-        // The node stopped by itself: rejected.
-        Ended::Stopped => node.join().await,
-        Ended::Signalled => node.leave().await,
-    }
+    let printed = print_events(&mut events, &sink, &mut stop).await;
+    let stopped = match printed {
+        // The node stopped by itself: its token was rejected.
+        Ok(Ended::Stopped) => node.join().await,
+        Ok(Ended::Signalled) | Err(_) => node.leave().await,
+    };
+    drain(&mut events, &sink);
+    printed?;
+    stopped
 }
 
 /// Runs the demo (`heartbeat` with no arguments): a master and three nodes
 /// on loopback; one node is stopped and the master reports it lost.
 pub async fn run_demo() -> Result<(), Error> {
-    demo::run(EventSink::stdout(Format::Sentences)).await
+    let sink = EventSink::stdout(Format::Sentences);
+    let result = demo::run(sink.clone()).await;
+    let _ = sink.flush(OUTPUT_DRAIN);
+    result
+}
+
+/// Prints the events still waiting, and lets the sink write them out for
+/// at most [`OUTPUT_DRAIN`].
+fn drain<E: event::Event + From<event::EventsDropped>>(
+    events: &mut EventStream<E>,
+    sink: &EventSink,
+) {
+    while let Some(event) = events.try_recv() {
+        if sink.emit(&event).is_err() {
+            return;
+        }
+    }
+    let _ = sink.flush(OUTPUT_DRAIN);
 }
 
 /// Why [`print_events`] returned.
@@ -119,7 +159,7 @@ enum Ended {
 }
 
 /// Prints `events` through `sink` until they end or `stop` fires.
-async fn print_events<E: event::Event>(
+async fn print_events<E: event::Event + From<event::EventsDropped>>(
     events: &mut EventStream<E>,
     sink: &EventSink,
     stop: &mut ShutdownSignal,

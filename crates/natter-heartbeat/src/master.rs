@@ -7,27 +7,24 @@
 //!   [`RegistrationReply`] (a `leave` gets none);
 //! - the [`pinger`](crate::pinger), which pings every node each interval
 //!   (and, if asked for, reports [`MasterEvent::PingStats`]);
-//! - the [`Membership`] they share: the [`Detector`] that decides who is
-//!   live or lost, each node's ping connection, and the sender of the
-//!   [`MasterEvent`]s. Every change goes through it under one lock, so the
-//!   events come out in the order the detector decided them.
+//! - the [`Membership`] they share: who the nodes are, how to reach them,
+//!   and the events and log lines of every change.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use natter::{Conn, Frame, Server, ServerHandle};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tower::service_fn;
 
 use crate::Error;
-use crate::cli::MasterArgs;
-use crate::detector::{Detector, PingTarget};
-use crate::event::{EventStream, MasterEvent};
-use crate::pinger::{self, Connector, NodeLink, PingService};
+use crate::detector::{DEFAULT_FORGET_AFTER, DEFAULT_MAX_NODES, Detector};
+use crate::event::{DEFAULT_EVENT_CAPACITY, EventStream, MasterEvent, event_stream};
+use crate::logs;
+use crate::membership::Membership;
+use crate::pinger::{self, NodeLink};
 use crate::protocol::{self, RegistrationReply, RegistrationRequest, reachable_heartbeat_addr};
 
 /// A registration connection that completes no frame for this long is
@@ -51,6 +48,17 @@ pub struct MasterConfig {
     pub ping_timeout: Duration,
     /// If set, only registrations carrying this token are accepted.
     pub token: Option<String>,
+    /// At most this many nodes, live and lost: a registration of a new id
+    /// beyond it is rejected with reason `node limit` (`--max-nodes`).
+    pub max_nodes: usize,
+    /// A node lost for this long is forgotten (`node_forgotten`) and may
+    /// join again as a new node (`--forget-after-ms`). Until then it is
+    /// probed less and less often, at least every 8 intervals.
+    pub forget_after: Duration,
+    /// How many events the [`EventStream`] holds for a reader that falls
+    /// behind before it drops newer ones (and reports
+    /// [`MasterEvent::EventsDropped`]).
+    pub event_capacity: usize,
     /// If set, a [`MasterEvent::PingStats`] with the pings that finished
     /// since the last one is emitted this often (`--stats-interval-ms`):
     /// just before the first ping round that starts at least this long
@@ -64,7 +72,8 @@ pub struct MasterConfig {
 impl MasterConfig {
     /// The defaults of `heartbeat master`, listening on `listen`: a ping
     /// every second, each allowed a second, lost after 3 failures, no
-    /// token, no ping statistics.
+    /// token, at most 10,000 nodes, lost nodes forgotten after 5 minutes,
+    /// no ping statistics.
     pub fn new(listen: SocketAddr) -> Self {
         MasterConfig {
             listen,
@@ -72,20 +81,10 @@ impl MasterConfig {
             failures: NonZeroU32::new(3).expect("3 is not zero"),
             ping_timeout: Duration::from_secs(1),
             token: None,
+            max_nodes: DEFAULT_MAX_NODES,
+            forget_after: DEFAULT_FORGET_AFTER,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
             stats_interval: None,
-        }
-    }
-}
-
-impl From<&MasterArgs> for MasterConfig {
-    fn from(args: &MasterArgs) -> Self {
-        MasterConfig {
-            listen: args.listen,
-            interval: args.interval(),
-            failures: args.failures,
-            ping_timeout: args.ping_timeout(),
-            token: args.token.clone(),
-            stats_interval: args.stats_interval(),
         }
     }
 }
@@ -118,15 +117,18 @@ impl Master {
     /// is [`MasterEvent::Listening`] with the bound address.
     ///
     /// Fails, naming the address, if it cannot listen there, and with
-    /// [`Error::InvalidConfig`] for a zero interval, ping timeout or stats
-    /// interval.
+    /// [`Error::InvalidConfig`] for a zero interval, ping timeout, forget
+    /// time, event capacity or stats interval.
     pub async fn start(config: MasterConfig) -> Result<(Master, EventStream<MasterEvent>), Error> {
         if config.interval.is_zero()
             || config.ping_timeout.is_zero()
+            || config.forget_after.is_zero()
+            || config.event_capacity == 0
             || config.stats_interval.is_some_and(|every| every.is_zero())
         {
             return Err(Error::InvalidConfig(
-                "the interval, the ping timeout and the stats interval must be longer than zero",
+                "the interval, the ping timeout, the forget time, the event capacity \
+                 and the stats interval must be more than zero",
             ));
         }
         let server = Server::builder()
@@ -137,12 +139,16 @@ impl Master {
             .await?;
         let local_addr = crate::tcp_addr(&server.local_addr());
         let handle = server.handle();
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let _ = sender.send(MasterEvent::Listening { addr: local_addr });
-        let connector = NodeLink::connector(config.ping_timeout);
+        let connection_errors = logs::log_connection_errors(server.events(), "registration port");
+        let (sender, receiver) = event_stream(config.event_capacity);
+        sender.send(MasterEvent::Listening { addr: local_addr });
+        let detector = Detector::new(config.failures)
+            .max_nodes(config.max_nodes)
+            .interval(config.interval)
+            .forget_after(config.forget_after);
         let membership = Arc::new(Membership::new(
-            config.failures,
-            connector,
+            detector,
+            NodeLink::connector(config.ping_timeout),
             sender,
             config.stats_interval.is_some(),
         ));
@@ -155,7 +161,7 @@ impl Master {
                 let token = token.clone();
                 let conn = conn.clone();
                 service_fn(move |frame: Frame| {
-                    let reply = membership.handle(&conn, token.as_deref(), &frame);
+                    let reply = answer(&membership, &conn, token.as_deref(), &frame);
                     std::future::ready(reply)
                 })
             })
@@ -171,15 +177,22 @@ impl Master {
             interval = ?config.interval,
             failures = config.failures,
             ping_timeout = ?config.ping_timeout,
+            max_nodes = config.max_nodes,
+            forget_after = ?config.forget_after,
             stats_interval = ?config.stats_interval,
             "master started"
         );
         // Pinging stops when the registration endpoint has shut down; the
         // pings in flight and every node connection go with it.
         let task = tokio::spawn(async move {
+            let connection_errors = async {
+                connection_errors.await;
+                std::future::pending().await
+            };
             tokio::select! {
                 served = registrations => served,
                 () = pings => Ok(()),
+                () = connection_errors => Ok(()),
             }
         });
         let master = Master {
@@ -187,7 +200,7 @@ impl Master {
             server: handle,
             task,
         };
-        Ok((master, EventStream::new(receiver)))
+        Ok((master, receiver))
     }
 
     /// The address registrations go to (with the real port when bound to
@@ -214,193 +227,60 @@ impl Drop for Master {
     }
 }
 
-/// What the registration endpoint and the pinger share: who the nodes are
-/// and how to reach them. Every method takes the lock once and emits the
-/// events of its change while holding it.
-pub(crate) struct Membership {
-    state: Mutex<State>,
-    connector: Connector,
-    events: mpsc::UnboundedSender<MasterEvent>,
-}
-
-struct State {
-    detector: Detector,
-    /// The ping connection of each node that has been pinged, at the
-    /// address the detector has for it (a registration drops it).
-    links: HashMap<String, PingService>,
-    /// The pings finished since the last [`MasterEvent::PingStats`], if
-    /// statistics were asked for.
-    stats: Option<PingTally>,
-}
-
-/// Pings finished in one stats period.
-#[derive(Default)]
-struct PingTally {
-    failed: u64,
-    rtts: Vec<Duration>,
-}
-
-impl Membership {
-    /// A membership with no nodes yet. With `ping_stats`, every ping's
-    /// outcome is kept until [`report_ping_stats`](Self::report_ping_stats).
-    pub(crate) fn new(
-        failures: NonZeroU32,
-        connector: Connector,
-        events: mpsc::UnboundedSender<MasterEvent>,
-        ping_stats: bool,
-    ) -> Self {
-        Membership {
-            state: Mutex::new(State {
-                detector: Detector::new(failures),
-                links: HashMap::new(),
-                stats: ping_stats.then(PingTally::default),
-            }),
-            connector,
-            events,
-        }
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        // Every change is a call or two on the detector and the map; a
-        // panic between them leaves at worst a connection to redial.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn emit(&self, event: MasterEvent) {
-        // No reader (the `Master` was dropped) is not an error.
-        let _ = self.events.send(event);
-    }
-
-    /// Answers one frame on the registration endpoint. Anything that is
-    /// not a registration request closes the connection (the error is
-    /// logged by natter with the peer's address); nothing is reported.
-    fn handle(
-        &self,
-        conn: &Conn,
-        token: Option<&str>,
-        frame: &Frame,
-    ) -> Result<Option<Frame>, natter::Error> {
-        let peer = crate::tcp_addr(&conn.peer_addr());
-        let request = frame
-            .json::<RegistrationRequest>()
-            .inspect_err(|_| conn.close())?;
-        match request {
-            RegistrationRequest::Register {
-                id,
-                heartbeat_addr,
-                token: offered,
-            } => {
-                let reply = RegistrationReply::for_token(token, offered.as_deref());
-                match &reply {
-                    RegistrationReply::Accepted => {
-                        let addr = reachable_heartbeat_addr(heartbeat_addr, peer);
-                        tracing::info!(node = %id, %addr, %peer, "registration accepted");
-                        self.register(id, addr);
-                    }
-                    RegistrationReply::Rejected { reason } => {
-                        tracing::warn!(node = %id, %peer, %reason, "registration rejected");
-                        self.emit(MasterEvent::RegistrationRejected {
-                            peer,
-                            reason: reason.clone(),
-                        });
-                        conn.close();
+/// Answers one frame on the registration endpoint. Anything that is not a
+/// registration request closes the connection (the error is logged by
+/// natter with the peer's address); nothing is reported.
+///
+/// A token is checked first: a wrong or missing one is rejected and the
+/// connection closed (the node gives up). Then the [`Membership`] decides
+/// (`id in use`, `node limit`; the node keeps trying). A `leave` needs
+/// the token too.
+fn answer(
+    membership: &Membership,
+    conn: &Conn,
+    token: Option<&str>,
+    frame: &Frame,
+) -> Result<Option<Frame>, natter::Error> {
+    let peer = crate::tcp_addr(&conn.peer_addr());
+    let request = frame
+        .json::<RegistrationRequest>()
+        .inspect_err(|_| conn.close())?;
+    match request {
+        RegistrationRequest::Register {
+            id,
+            heartbeat_addr,
+            token: offered,
+        } => {
+            let reply = match RegistrationReply::for_token(token, offered.as_deref()) {
+                RegistrationReply::Accepted => {
+                    let addr = reachable_heartbeat_addr(heartbeat_addr, peer);
+                    match membership.register(id, addr, peer) {
+                        Ok(()) => RegistrationReply::Accepted,
+                        Err(refusal) => RegistrationReply::Rejected {
+                            reason: refusal.reason().to_owned(),
+                        },
                     }
                 }
-                Frame::from_json(&reply).map(Some)
-            }
-            RegistrationRequest::Leave { id, token: offered } => {
-                if let RegistrationReply::Rejected { reason } =
-                    RegistrationReply::for_token(token, offered.as_deref())
-                {
-                    // Only a node that could register may make it leave.
-                    tracing::warn!(node = %id, %peer, %reason, "leave ignored");
-                } else {
-                    tracing::info!(node = %id, %peer, "node leaves");
-                    self.leave(&id);
+                rejected @ RegistrationReply::Rejected { .. } => {
+                    if let RegistrationReply::Rejected { reason } = &rejected {
+                        membership.rejected(&id, peer, reason);
+                    }
+                    conn.close();
+                    rejected
                 }
-                Ok(None)
+            };
+            Frame::from_json(&reply).map(Some)
+        }
+        RegistrationRequest::Leave { id, token: offered } => {
+            if let RegistrationReply::Rejected { reason } =
+                RegistrationReply::for_token(token, offered.as_deref())
+            {
+                // Only a node that could register may make it leave.
+                tracing::debug!(node = %id.escape_debug(), %peer, %reason, "leave ignored");
+            } else {
+                membership.leave(&id);
             }
-        }
-    }
-
-    /// Node `id` registered at heartbeat address `addr`.
-    pub(crate) fn register(&self, id: String, addr: SocketAddr) {
-        let mut state = self.state();
-        let registration = state.detector.registered(&id, addr);
-        // Its next ping dials the new address (or the same address anew:
-        // the node may have restarted there).
-        state.links.remove(&id);
-        self.emit(MasterEvent::registration(id, addr, registration));
-    }
-
-    /// Node `id` said it is leaving.
-    pub(crate) fn leave(&self, id: &str) {
-        let mut state = self.state();
-        if let Some(transition) = state.detector.left(id) {
-            state.links.remove(id);
-            self.emit(MasterEvent::transition(id.to_owned(), transition));
-        }
-    }
-
-    /// One ping for every known node, with the service to send it on.
-    pub(crate) fn start_round(&self) -> Vec<(PingTarget, PingService)> {
-        let mut state = self.state();
-        let State {
-            detector, links, ..
-        } = &mut *state;
-        detector
-            .start_round()
-            .into_iter()
-            .map(|target| {
-                let link = links
-                    .entry(target.id.clone())
-                    .or_insert_with(|| (self.connector)(target.addr))
-                    .clone();
-                (target, link)
-            })
-            .collect()
-    }
-
-    /// Ping `seq` to node `id` was answered in time, after `rtt`.
-    pub(crate) fn ping_succeeded(&self, id: &str, seq: u64, rtt: Duration) {
-        let mut state = self.state();
-        if let Some(stats) = &mut state.stats {
-            stats.rtts.push(rtt);
-        }
-        if let Some(transition) = state.detector.ping_succeeded(id, seq) {
-            tracing::info!(node = %id, "node recovered");
-            self.emit(MasterEvent::transition(id.to_owned(), transition));
-        }
-    }
-
-    /// Ping `seq` to node `id` failed.
-    pub(crate) fn ping_failed(&self, id: &str, seq: u64) {
-        let mut state = self.state();
-        if let Some(stats) = &mut state.stats {
-            stats.failed += 1;
-        }
-        if let Some(transition) = state.detector.ping_failed(id, seq) {
-            let failures = state.detector.failures();
-            tracing::warn!(node = %id, failures, "node lost");
-            self.emit(MasterEvent::transition(id.to_owned(), transition));
-        }
-    }
-
-    /// Emits a [`MasterEvent::PingStats`] with the pings finished since
-    /// the last one, and starts counting afresh. Does nothing if
-    /// statistics were not asked for.
-    pub(crate) fn report_ping_stats(&self) {
-        let mut state = self.state();
-        if let Some(stats) = &mut state.stats {
-            let PingTally { failed, rtts } = std::mem::take(stats);
-            self.emit(MasterEvent::PingStats {
-                answered: rtts.len() as u64,
-                failed,
-                rtt_us: rtts
-                    .iter()
-                    .map(|rtt| u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX))
-                    .collect(),
-            });
+            Ok(None)
         }
     }
 }

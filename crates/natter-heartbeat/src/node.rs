@@ -5,10 +5,12 @@
 //!   [`Ping`] frame is answered with its [`Pong`], and every ping counts as
 //!   hearing from the master.
 //! - The node's **life** is a loop: register (retried until the master
-//!   answers, so start order does not matter), then watch for silence with
+//!   accepts, so start order does not matter), then watch for silence with
 //!   a [`MasterWatchdog`]; when the master has been silent for
 //!   `master_timeout`, report it and register again, so a restarted master
-//!   gets the node back. A rejection ends the loop.
+//!   gets the node back. A rejection for the token ends the loop; one for
+//!   `id in use` or `node limit` is retried, since the id or a place may
+//!   free up.
 //! - On [`Node::leave`] the node tells the master it is leaving, then
 //!   closes its endpoint.
 
@@ -18,16 +20,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use natter::{BoxError, Client, Conn, Frame, Server};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 use tower::{ServiceExt, service_fn};
 
 use crate::Error;
-use crate::cli::{DEFAULT_NODE_LISTEN, NodeArgs};
 use crate::detector::MasterWatchdog;
-use crate::event::{EventStream, NodeEvent};
+use crate::event::{DEFAULT_EVENT_CAPACITY, EventSender, EventStream, NodeEvent, event_stream};
+use crate::logs;
 use crate::protocol::{self, Ping, RegistrationReply, RegistrationRequest};
+
+/// Where a node's heartbeat listener binds unless told otherwise: a free
+/// port on loopback.
+pub(crate) const DEFAULT_NODE_LISTEN: &str = "127.0.0.1:0";
 
 /// One registration attempt (connecting included) may take this long.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(1);
@@ -62,6 +68,10 @@ pub struct NodeConfig {
     pub master_timeout: Duration,
     /// The token to register with, if the master wants one.
     pub token: Option<String>,
+    /// How many events the [`EventStream`] holds for a reader that falls
+    /// behind before it drops newer ones (and reports
+    /// [`NodeEvent::EventsDropped`]).
+    pub event_capacity: usize,
 }
 
 impl NodeConfig {
@@ -76,18 +86,7 @@ impl NodeConfig {
                 .expect("the default listen address parses"),
             master_timeout: Duration::from_secs(10),
             token: None,
-        }
-    }
-}
-
-impl From<&NodeArgs> for NodeConfig {
-    fn from(args: &NodeArgs) -> Self {
-        NodeConfig {
-            id: args.id.clone(),
-            master: args.master.clone(),
-            listen: args.listen,
-            master_timeout: args.master_timeout(),
-            token: args.token.clone(),
+            event_capacity: DEFAULT_EVENT_CAPACITY,
         }
     }
 }
@@ -122,11 +121,12 @@ impl Node {
     /// the address the node registers.
     ///
     /// Fails, naming the address, if it cannot listen there, and with
-    /// [`Error::InvalidConfig`] for a zero master timeout.
+    /// [`Error::InvalidConfig`] for a zero master timeout or event
+    /// capacity.
     pub async fn start(config: NodeConfig) -> Result<(Node, EventStream<NodeEvent>), Error> {
-        if config.master_timeout.is_zero() {
+        if config.master_timeout.is_zero() || config.event_capacity == 0 {
             return Err(Error::InvalidConfig(
-                "the master timeout must be longer than zero",
+                "the master timeout and the event capacity must be more than zero",
             ));
         }
         let server = Server::builder()
@@ -140,12 +140,13 @@ impl Node {
             .await?;
         let local_addr = crate::tcp_addr(&server.local_addr());
         let handle = server.handle();
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let _ = sender.send(NodeEvent::Listening { addr: local_addr });
+        let (sender, receiver) = event_stream(config.event_capacity);
+        sender.send(NodeEvent::Listening { addr: local_addr });
         tracing::info!(node = %config.id, addr = %local_addr, master = %config.master, "node started");
 
         let (heard_sender, heard) = watch::channel(Instant::now());
         let heard_sender = Arc::new(heard_sender);
+        let connection_errors = logs::log_connection_errors(server.events(), "heartbeat port");
         let pings = server.serve(move |conn: &Conn| {
             let heard = heard_sender.clone();
             let conn = conn.clone();
@@ -170,7 +171,14 @@ impl Node {
                 handle.shutdown().await;
                 outcome
             };
-            let (served, outcome) = tokio::join!(pings, life);
+            let connection_errors = async {
+                connection_errors.await;
+                std::future::pending().await
+            };
+            let (served, outcome) = tokio::select! {
+                done = async { tokio::join!(pings, life) } => done,
+                () = connection_errors => unreachable!("logging connection errors never ends"),
+            };
             served?;
             outcome
         });
@@ -179,7 +187,7 @@ impl Node {
             leave: Some(leave),
             task,
         };
-        Ok((node, EventStream::new(receiver)))
+        Ok((node, receiver))
     }
 
     /// The heartbeat endpoint's address (with the real port when bound to
@@ -199,7 +207,7 @@ impl Node {
     }
 
     /// Waits until the node stops by itself, which it does only when the
-    /// master rejects it ([`Error::Rejected`]).
+    /// master rejects its token ([`Error::Rejected`]).
     pub async fn join(mut self) -> Result<(), Error> {
         (&mut self.task)
             .await
@@ -234,7 +242,7 @@ fn answer(
 }
 
 /// The node's life: register, watch for silence, register again... Only a
-/// rejection ends it, and is returned.
+/// rejection of its token ends it, and is returned.
 ///
 /// `register` makes one registration attempt; `heard` holds when the
 /// master was last heard from (a ping).
@@ -242,28 +250,24 @@ async fn live<R, F>(
     mut register: R,
     config: &NodeConfig,
     mut heard: watch::Receiver<Instant>,
-    events: &mpsc::UnboundedSender<NodeEvent>,
+    events: &EventSender<NodeEvent>,
 ) -> Error
 where
     R: FnMut() -> F,
     F: Future<Output = Result<RegistrationReply, BoxError>>,
 {
     loop {
-        match register_until_answered(&mut register, &config.master).await {
-            RegistrationReply::Accepted => {
-                tracing::info!(master = %config.master, "registered");
-                let _ = events.send(NodeEvent::Registered {
-                    master: config.master.clone(),
-                });
-            }
-            RegistrationReply::Rejected { reason } => {
-                tracing::error!(master = %config.master, %reason, "registration rejected");
-                return Error::Rejected {
-                    master: config.master.clone(),
-                    reason,
-                };
-            }
+        if let Err(reason) = register_until_accepted(&mut register, &config.master).await {
+            tracing::error!(master = %config.master, %reason, "registration rejected");
+            return Error::Rejected {
+                master: config.master.clone(),
+                reason,
+            };
         }
+        tracing::info!(master = %config.master, "registered");
+        events.send(NodeEvent::Registered {
+            master: config.master.clone(),
+        });
         let mut watchdog = MasterWatchdog::new(config.master_timeout, Instant::now());
         while let Some(deadline) = watchdog.deadline() {
             tokio::select! {
@@ -277,7 +281,7 @@ where
                             timeout = ?config.master_timeout,
                             "nothing heard from the master; registering again"
                         );
-                        let _ = events.send(NodeEvent::MasterLost);
+                        events.send(NodeEvent::MasterLost);
                     }
                 }
             }
@@ -286,27 +290,54 @@ where
 }
 
 /// Registration attempts, each bounded by [`REGISTRATION_TIMEOUT`] and
-/// started at most every [`REGISTRATION_RETRY`], until the master answers.
-async fn register_until_answered<R, F>(register: &mut R, master: &str) -> RegistrationReply
+/// started at most every [`REGISTRATION_RETRY`], until the master accepts
+/// (`Ok`) or rejects the token (`Err` with the reason, see
+/// [`RegistrationReply::gives_up`]). Other rejections (`id in use`, `node
+/// limit`) are retried like a master that does not answer.
+async fn register_until_accepted<R, F>(register: &mut R, master: &str) -> Result<(), String>
 where
     R: FnMut() -> F,
     F: Future<Output = Result<RegistrationReply, BoxError>>,
 {
     let mut failures: u32 = 0;
+    let mut refusals: u32 = 0;
+    let mut last_reason = String::new();
     loop {
         let started = Instant::now();
-        let error = match tokio::time::timeout(REGISTRATION_TIMEOUT, register()).await {
-            Ok(Ok(reply)) => return reply,
-            Ok(Err(error)) => error.to_string(),
-            Err(_) => format!("no answer within {REGISTRATION_TIMEOUT:?}"),
-        };
-        failures += 1;
-        // A master that is down for long would fill the log at two lines
-        // a second: warn at the first failure, then every 10 s or so.
-        if failures % 20 == 1 {
-            tracing::warn!(%master, %error, failures, "registration failed; retrying");
-        } else {
-            tracing::debug!(%master, %error, failures, "registration failed; retrying");
+        match tokio::time::timeout(REGISTRATION_TIMEOUT, register()).await {
+            Ok(Ok(RegistrationReply::Accepted)) => return Ok(()),
+            Ok(Ok(RegistrationReply::Rejected { reason }))
+                if RegistrationReply::gives_up(&reason) =>
+            {
+                return Err(reason);
+            }
+            Ok(Ok(RegistrationReply::Rejected { reason })) => {
+                refusals += 1;
+                // Two attempts a second for as long as the id is taken:
+                // warn at the first, when the reason changes, then every
+                // 10 s or so.
+                if refusals % 20 == 1 || reason != last_reason {
+                    tracing::warn!(%master, %reason, refusals, "registration rejected; retrying");
+                } else {
+                    tracing::debug!(%master, %reason, refusals, "registration rejected; retrying");
+                }
+                last_reason = reason;
+            }
+            failed => {
+                let error = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("no answer within {REGISTRATION_TIMEOUT:?}"),
+                };
+                failures += 1;
+                // A master that is down for long would fill the log at two
+                // lines a second: warn at the first failure, then every
+                // 10 s or so.
+                if failures % 20 == 1 {
+                    tracing::warn!(%master, %error, failures, "registration failed; retrying");
+                } else {
+                    tracing::debug!(%master, %error, failures, "registration failed; retrying");
+                }
+            }
         }
         sleep_until(started + REGISTRATION_RETRY).await;
     }
@@ -409,7 +440,7 @@ mod tests {
     }
 
     struct Life {
-        events: mpsc::UnboundedReceiver<NodeEvent>,
+        events: EventStream<NodeEvent>,
         heard: watch::Sender<Instant>,
         task: JoinHandle<Error>,
         start: Instant,
@@ -426,7 +457,7 @@ mod tests {
             master_timeout: TIMEOUT,
             ..NodeConfig::new("n1", "master:1")
         };
-        let (sender, events) = mpsc::unbounded_channel();
+        let (sender, events) = event_stream(DEFAULT_EVENT_CAPACITY);
         let (heard, heard_receiver) = watch::channel(Instant::now());
         let script = script.clone();
         let task = tokio::spawn(async move {
@@ -542,7 +573,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_rejection_ends_the_life() {
+    async fn a_token_rejection_ends_the_life() {
         let rejected = RegistrationReply::Rejected {
             reason: "wrong token".into(),
         };
@@ -553,6 +584,24 @@ mod tests {
             matches!(&error, Error::Rejected { master, reason } if master == "master:1" && reason == "wrong token"),
             "{error:?}"
         );
-        assert_eq!(life.events.try_recv().ok(), None, "nothing reported");
+        assert_eq!(life.events.try_recv(), None, "nothing reported");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn id_in_use_and_node_limit_are_retried_until_accepted() {
+        let rejected = |reason: &str| {
+            Answer::Reply(RegistrationReply::Rejected {
+                reason: reason.into(),
+            })
+        };
+        let script = Script::new([
+            rejected("id in use"),
+            rejected("id in use"),
+            rejected("node limit"),
+            Answer::Reply(RegistrationReply::Accepted),
+        ]);
+        let mut life = live_with(&script);
+        assert_eq!(life.next().await, Some((registered(), ms(1500))));
+        assert_eq!(script.attempts(), [ms(0), ms(500), ms(1000), ms(1500)]);
     }
 }

@@ -1,13 +1,36 @@
-//! The master's pinger: every interval, one ping to every known node.
+//! The master's pinger: every interval, one ping to every live node and a
+//! probe to each lost node whose turn it is.
 //!
 //! The loop itself knows nothing of sockets. It asks the [`Membership`]
-//! for a round (one [`PingTarget`] and one [`PingService`] per node, live
-//! and lost alike), sends each ping through tower's timeout layer set to
-//! the ping timeout, and reports each outcome back to the membership, which
-//! turns the detector's transitions into events. So the timing rules can be
-//! tested with paused time and in-memory nodes, and the real nodes are
-//! reached through [`NodeLink`], natter's [`ClientService`] kept open
-//! between pings.
+//! for a round (one [`PingTarget`] and one [`PingService`] per node due),
+//! sends each ping through tower's timeout layer set to the ping timeout,
+//! and reports each outcome back to the membership, which turns the
+//! detector's transitions into events. So the timing rules can be tested
+//! with paused time and in-memory nodes, and the real nodes are reached
+//! through [`NodeLink`], natter's [`ClientService`] kept open between
+//! pings.
+//!
+//! # Live nodes first
+//!
+//! Every ping of a round runs in a task of its own, so that one slow node
+//! never delays another. Heartbeats (to live nodes that have answered)
+//! are all started at the start of the round, and never wait for
+//! anything. Probes (to nodes not heard from yet, oldest registration
+//! first, then to lost ones) are handed to a second loop, which starts
+//! them [`PROBE_BATCH`] at a time and lets the other tasks run in
+//! between: 5,000 probes started at once would stand in the run queue
+//! between a live node's pong and the task that reads it (in a debug
+//! build, some 200 µs each: a second). A round's probes not started by
+//! the next round are dropped; their nodes have newer ones. At most
+//! [`MAX_PROBES_IN_FLIGHT`] probes are in flight at once, and a probe
+//! waits for its turn within its own ping timeout (a probe that gets no
+//! turn in time fails like one that got no pong).
+//! This is a bound on sockets, not on probes per round: a refused
+//! connection on loopback frees its place within microseconds, so
+//! thousands of dead loopback fakes are all probed every round; but
+//! registrations at unroutable addresses, each holding a socket until its
+//! ping timeout, cannot run the process out of file descriptors, which
+//! the live nodes' connections need.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,21 +40,20 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use natter::{Client, ClientService, Frame};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
-use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceExt};
 
-use crate::detector::PingTarget;
-use crate::master::Membership;
+use crate::detector::{PingKind, PingTarget};
+use crate::membership::{Connector, Membership, PingService};
 use crate::protocol::{self, Ping, Pong};
 
-/// How the master reaches one node: a ping in, the node's pong out.
-pub(crate) type PingService = BoxCloneSyncService<Ping, Pong, natter::Error>;
-
-/// Makes the [`PingService`] for a node's heartbeat address. The master
-/// uses [`NodeLink::service`]; tests use nodes made of closures.
-pub(crate) type Connector = Arc<dyn Fn(SocketAddr) -> PingService + Send + Sync>;
+/// Probes (pings to nodes that have not answered yet, or are lost) in
+/// flight at once, at most; see [Live nodes first](self#live-nodes-first).
+/// Together with at most one kept connection per node (`--max-nodes`,
+/// 10,000 by default), this bounds the master's sockets.
+pub(crate) const MAX_PROBES_IN_FLIGHT: usize = 4096;
 
 /// Pings every node of `membership` each `interval`, allowing each ping
 /// `ping_timeout`, until the future is dropped (which also abandons the
@@ -52,6 +74,31 @@ pub(crate) async fn run(
     ping_timeout: Duration,
     stats_interval: Option<Duration>,
 ) {
+    let probes_due = ProbesDue::default();
+    // Two loops in this one task: the rounds, and the probes they hand
+    // over. Neither ends; dropping this future drops both, and with them
+    // every ping in flight.
+    tokio::join!(
+        run_rounds(
+            &membership,
+            interval,
+            ping_timeout,
+            stats_interval,
+            &probes_due
+        ),
+        send_probes(&membership, ping_timeout, &probes_due),
+    );
+}
+
+/// Every interval: the round's heartbeats are started at once, its probes
+/// handed to [`send_probes`].
+async fn run_rounds(
+    membership: &Arc<Membership>,
+    interval: Duration,
+    ping_timeout: Duration,
+    stats_interval: Option<Duration>,
+    probes_due: &ProbesDue,
+) {
     let mut ticker = tokio::time::interval(interval);
     // After a stall (a suspended process), carry on at the interval rather
     // than firing a burst of rounds to catch up.
@@ -70,42 +117,147 @@ pub(crate) async fn run(
                 *next = round + every;
             }
         }
-        for (target, service) in membership.start_round() {
-            let membership = membership.clone();
-            in_flight.spawn(async move {
-                let outcome = ping(service, &target, ping_timeout).await;
-                match outcome {
-                    Ok(rtt) => membership.ping_succeeded(&target.id, target.seq, rtt),
-                    Err(()) => membership.ping_failed(&target.id, target.seq),
+        let mut probes = Vec::new();
+        for (target, service) in membership.start_round(round) {
+            match target.kind {
+                PingKind::Heartbeat => {
+                    in_flight.spawn(ping_and_report(
+                        membership.clone(),
+                        service,
+                        target,
+                        ping_timeout,
+                        None,
+                    ));
                 }
-            });
+                PingKind::Probe => probes.push((target, service)),
+            }
+        }
+        let unsent = probes_due.replace(probes);
+        if unsent > 0 {
+            tracing::debug!(unsent, "the last round's probes were not all sent in time");
         }
     }
 }
 
-/// Sends one ping and logs its outcome, as the original demo reported
-/// every exchange: `Ok` with the round trip for a pong with the ping's
-/// `seq` within the timeout, `Err` for anything else.
+/// Starts the probes handed over by [`run_rounds`], [`PROBE_BATCH`] at a
+/// time, letting every other task run between batches. Thousands of
+/// probes then never stand in the run queue between a live node's pong
+/// and the task that reads it.
+async fn send_probes(membership: &Arc<Membership>, ping_timeout: Duration, probes_due: &ProbesDue) {
+    let places = Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT));
+    let mut in_flight = JoinSet::new();
+    loop {
+        probes_due.handed_over.notified().await;
+        loop {
+            let batch = probes_due.take(PROBE_BATCH);
+            if batch.is_empty() {
+                break;
+            }
+            for (target, service) in batch {
+                in_flight.spawn(ping_and_report(
+                    membership.clone(),
+                    service,
+                    target,
+                    ping_timeout,
+                    Some(places.clone()),
+                ));
+            }
+            while in_flight.try_join_next().is_some() {}
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Probes started at a time; see [`send_probes`].
+const PROBE_BATCH: usize = 64;
+
+/// The probes of the last round not started yet.
+#[derive(Default)]
+struct ProbesDue {
+    probes: std::sync::Mutex<std::collections::VecDeque<(PingTarget, PingService)>>,
+    handed_over: tokio::sync::Notify,
+}
+
+impl ProbesDue {
+    /// Hands over a round's probes; those of the round before that were
+    /// not started yet are dropped (their nodes have newer ones), and
+    /// counted.
+    fn replace(&self, probes: Vec<(PingTarget, PingService)>) -> usize {
+        let empty = probes.is_empty();
+        let unsent = {
+            let mut due = self
+                .probes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::replace(&mut *due, probes.into()).len()
+        };
+        if !empty {
+            self.handed_over.notify_one();
+        }
+        unsent
+    }
+
+    /// Up to `n` probes to start.
+    fn take(&self, n: usize) -> Vec<(PingTarget, PingService)> {
+        let mut due = self
+            .probes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = n.min(due.len());
+        due.drain(..n).collect()
+    }
+}
+
+/// Sends one ping (see [`ping`]) and reports its outcome to `membership`.
+async fn ping_and_report(
+    membership: Arc<Membership>,
+    service: PingService,
+    target: PingTarget,
+    ping_timeout: Duration,
+    places: Option<Arc<Semaphore>>,
+) {
+    match ping(service, &target, ping_timeout, places).await {
+        Ok(rtt) => membership.ping_succeeded(&target.id, target.seq, rtt),
+        Err(()) => membership.ping_failed(&target.id, target.seq, Instant::now()),
+    }
+}
+
+/// Sends one ping: `Ok` with the round trip for a pong with the ping's
+/// `seq` within the timeout, `Err` for anything else. A probe first waits
+/// for a place among the `probes` in flight, within the same timeout.
+/// Each outcome is logged at `debug` only: failures are summarised by the
+/// [`Membership`], never logged one by one.
 async fn ping(
     service: PingService,
     target: &PingTarget,
     timeout: Duration,
+    probes: Option<Arc<Semaphore>>,
 ) -> Result<Duration, ()> {
-    let PingTarget { id, addr, seq } = target;
-    let service = ServiceBuilder::new().timeout(timeout).service(service);
+    let PingTarget { id, addr, seq, .. } = target;
     let started = Instant::now();
-    match service.oneshot(Ping { seq: *seq }).await {
-        Ok(pong) if pong.seq == *seq => {
+    let exchange = async {
+        let _place = match &probes {
+            Some(probes) => Some(probes.acquire().await.map_err(|_| natter::Error::Closed)?),
+            None => None,
+        };
+        service.oneshot(Ping { seq: *seq }).await
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(pong)) if pong.seq == *seq => {
             let rtt = started.elapsed();
-            tracing::debug!(node = %id, %addr, seq, ?rtt, "ping succeeded");
+            tracing::debug!(node = %id.escape_debug(), %addr, seq, ?rtt, "ping succeeded");
             Ok(rtt)
         }
-        Ok(pong) => {
-            tracing::warn!(node = %id, %addr, seq, answered = pong.seq, "ping failed: the pong answers another ping");
+        Ok(Ok(pong)) => {
+            tracing::debug!(node = %id.escape_debug(), %addr, seq, answered = pong.seq, "ping failed: the pong answers another ping");
             Err(())
         }
-        Err(error) => {
-            tracing::warn!(node = %id, %addr, seq, %error, "ping failed");
+        Ok(Err(error)) => {
+            tracing::debug!(node = %id.escape_debug(), %addr, seq, %error, "ping failed");
+            Err(())
+        }
+        Err(_) => {
+            tracing::debug!(node = %id.escape_debug(), %addr, seq, ?timeout, "ping failed: no pong in time");
             Err(())
         }
     }
@@ -250,11 +402,11 @@ mod tests {
     use std::num::NonZeroU32;
     use std::sync::Mutex;
 
-    use tokio::sync::mpsc;
     use tower::service_fn;
 
     use super::*;
-    use crate::event::{EventStream, MasterEvent};
+    use crate::detector::Detector;
+    use crate::event::{DEFAULT_EVENT_CAPACITY, EventStream, MasterEvent, event_stream};
 
     const INTERVAL: Duration = Duration::from_millis(100);
 
@@ -315,6 +467,16 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    /// Where registrations come from, in these tests.
+    fn peer() -> SocketAddr {
+        addr(9)
+    }
+
+    /// A detector for a master pinging every [`INTERVAL`].
+    fn detector(failures: u32) -> Detector {
+        Detector::new(NonZeroU32::new(failures).unwrap()).interval(INTERVAL)
+    }
+
     struct Setup {
         membership: Arc<Membership>,
         events: EventStream<MasterEvent>,
@@ -333,15 +495,14 @@ mod tests {
     fn setup(failures: u32, ping_timeout: Duration, behaviour: Behaviour) -> Setup {
         let nodes = Nodes::default();
         nodes.set(addr(1), behaviour);
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, mut events) = event_stream(DEFAULT_EVENT_CAPACITY);
         let membership = Arc::new(Membership::new(
-            NonZeroU32::new(failures).unwrap(),
+            detector(failures),
             nodes.connector(),
             sender,
             true,
         ));
-        membership.register("n1".into(), addr(1));
-        let mut events = EventStream::new(receiver);
+        membership.register("n1".into(), addr(1), peer()).unwrap();
         assert_eq!(
             events.try_recv(),
             Some(MasterEvent::NodeJoined {
@@ -416,7 +577,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_contract_bound_holds_for_every_failure_count() {
+    async fn the_promised_bound_holds_for_every_failure_count() {
         // (failures + 1) * interval + ping timeout, from an arbitrary
         // moment of failure.
         for failures in 1..=5u32 {
@@ -496,7 +657,7 @@ mod tests {
             next_event(&mut s.events, INTERVAL * 10).await.unwrap().0,
             lost()
         );
-        s.membership.register("n1".into(), addr(2));
+        s.membership.register("n1".into(), addr(2), peer()).unwrap();
         assert_eq!(s.events.try_recv(), Some(recovered()));
         s.nodes.pings.lock().unwrap().clear();
         assert_eq!(next_event(&mut s.events, INTERVAL * 20).await, None);
@@ -558,15 +719,14 @@ mod tests {
     async fn no_ping_stats_unless_asked_for() {
         let nodes = Nodes::default();
         nodes.set(addr(1), Behaviour::Answer);
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, mut events) = event_stream(DEFAULT_EVENT_CAPACITY);
         let membership = Arc::new(Membership::new(
-            NonZeroU32::new(3).unwrap(),
+            detector(3),
             nodes.connector(),
             sender,
             false,
         ));
-        membership.register("n1".into(), addr(1));
-        let mut events = EventStream::new(receiver);
+        membership.register("n1".into(), addr(1), peer()).unwrap();
         assert!(matches!(
             events.try_recv(),
             Some(MasterEvent::NodeJoined { .. })
@@ -584,11 +744,145 @@ mod tests {
         let s = setup(3, INTERVAL, Behaviour::Hang);
         for port in 2..=1000 {
             s.nodes.set(addr(port), Behaviour::Answer);
-            s.membership.register(format!("n{port}"), addr(port));
+            s.membership
+                .register(format!("n{port}"), addr(port), peer())
+                .unwrap();
         }
         tokio::time::sleep(INTERVAL / 2).await;
         // Every node has had its ping by the middle of the first interval
         // (the one frozen node holds up nobody).
         assert_eq!(s.nodes.pings.lock().unwrap().len(), 1000);
+    }
+
+    /// The pings that went to `to`.
+    fn pings_to(nodes: &Nodes, to: SocketAddr) -> usize {
+        nodes
+            .pings
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&a| a == to)
+            .count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_node_is_probed_less_often_and_recovered_in_time_when_it_answers() {
+        let mut s = setup(3, INTERVAL, Behaviour::Refuse);
+        assert_eq!(
+            next_event(&mut s.events, INTERVAL * 10).await.unwrap().0,
+            lost()
+        );
+        // Lost after rounds 0, 1, 2; over the next 100 rounds it is probed
+        // some 100 / 7 times instead of 100.
+        let before = pings_to(&s.nodes, addr(1));
+        tokio::time::sleep(INTERVAL * 100).await;
+        let probes = pings_to(&s.nodes, addr(1)) - before;
+        assert!((12..=20).contains(&probes), "{probes} probes");
+        // It answers again: recovered within 10 intervals + ping timeout.
+        s.nodes.set(addr(1), Behaviour::Answer);
+        let (event, after) = next_event(&mut s.events, INTERVAL * 20).await.unwrap();
+        assert_eq!(event, recovered());
+        assert!(
+            after <= INTERVAL * 10 + INTERVAL,
+            "recovered after {after:?}"
+        );
+        // Live again: pinged every round.
+        let before = pings_to(&s.nodes, addr(1));
+        tokio::time::sleep(INTERVAL * 10).await;
+        let pings = pings_to(&s.nodes, addr(1)) - before;
+        assert!((9..=11).contains(&pings), "{pings} pings in 10 rounds");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_lost_for_forget_after_is_forgotten_and_no_longer_pinged() {
+        let nodes = Nodes::default();
+        nodes.set(addr(1), Behaviour::Refuse);
+        let (sender, mut events) = event_stream(DEFAULT_EVENT_CAPACITY);
+        let forget_after = Duration::from_secs(3);
+        let membership = Arc::new(Membership::new(
+            detector(1).forget_after(forget_after),
+            nodes.connector(),
+            sender,
+            false,
+        ));
+        membership.register("n1".into(), addr(1), peer()).unwrap();
+        let _pinger = AbortOnDrop(tokio::spawn(run(
+            membership.clone(),
+            INTERVAL,
+            INTERVAL,
+            None,
+        )));
+        assert!(matches!(
+            events.try_recv(),
+            Some(MasterEvent::NodeJoined { .. })
+        ));
+        assert_eq!(
+            next_event(&mut events, INTERVAL * 2).await.unwrap().0,
+            lost()
+        );
+        let (event, after) = next_event(&mut events, forget_after * 2).await.unwrap();
+        assert_eq!(event, MasterEvent::NodeForgotten { node: "n1".into() });
+        assert!(
+            (forget_after..=forget_after + INTERVAL).contains(&after),
+            "{after:?}"
+        );
+        let pings = nodes.pings.lock().unwrap().len();
+        assert_eq!(next_event(&mut events, INTERVAL * 50).await, None);
+        assert_eq!(nodes.pings.lock().unwrap().len(), pings, "not pinged");
+        // It may join again, as a new node.
+        membership.register("n1".into(), addr(1), peer()).unwrap();
+        assert!(matches!(
+            events.try_recv(),
+            Some(MasterEvent::NodeJoined { .. })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_are_never_held_back_by_probes() {
+        // One live node that has answered, then thousands of frozen fakes:
+        // more probes than may be in flight. The live node is pinged every
+        // round regardless, and never lost.
+        let mut s = setup(1, INTERVAL, Behaviour::Answer);
+        tokio::time::sleep(INTERVAL / 2).await;
+        for port in 2..(MAX_PROBES_IN_FLIGHT as u16 + 500) {
+            s.nodes.set(addr(port), Behaviour::Hang);
+            s.membership
+                .register(format!("fake{port}"), addr(port), peer())
+                .unwrap();
+            assert!(matches!(
+                s.events.try_recv(),
+                Some(MasterEvent::NodeJoined { .. })
+            ));
+        }
+        let before = pings_to(&s.nodes, addr(1));
+        let mut lost_fakes = 0;
+        let deadline = Instant::now() + INTERVAL * 30;
+        while let Some((event, _)) = next_event(
+            &mut s.events,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await
+        {
+            assert_ne!(event, lost(), "the live node was lost");
+            lost_fakes += usize::from(matches!(event, MasterEvent::NodeLost { .. }));
+        }
+        assert_eq!(pings_to(&s.nodes, addr(1)) - before, 30, "every round");
+        assert!(lost_fakes > 0, "the fakes are probed too");
+        let in_flight = MAX_PROBES_IN_FLIGHT;
+        let all = s.nodes.pings.lock().unwrap().len();
+        let probes = all - pings_to(&s.nodes, addr(1));
+        assert!(
+            probes <= in_flight * 30,
+            "at most {in_flight} probes per ping timeout: {probes}"
+        );
+    }
+
+    /// Aborts the task when dropped, so a failing test leaves no pinger.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
     }
 }

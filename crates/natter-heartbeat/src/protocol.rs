@@ -117,7 +117,11 @@ pub enum RegistrationRequest {
 pub enum RegistrationReply {
     /// The node is registered; pings to its heartbeat address follow.
     Accepted,
-    /// The node is not registered and should give up (it exits 1).
+    /// The node is not registered. For its token (`wrong token`,
+    /// `missing token`) it gives up and exits 1; for `id in use` (the id
+    /// is live at another heartbeat address) or `node limit` (the master
+    /// is full) it keeps trying, since that may change. See
+    /// [`gives_up`](RegistrationReply::gives_up).
     Rejected {
         /// Why, for people: printed by the node on stderr.
         reason: String,
@@ -131,10 +135,17 @@ impl RegistrationReply {
     /// A master without a token accepts every node, with or without one. A
     /// master with a token accepts only the same token; the reason for a
     /// rejection is `missing token` or `wrong token`, never the token.
+    ///
+    /// The tokens are compared in constant time
+    /// ([`constant_time_eq`](constant_time_eq::constant_time_eq)): how
+    /// long a wrong token takes to reject says nothing of how much of it
+    /// was right (only whether its length was).
     pub fn for_token(required: Option<&str>, offered: Option<&str>) -> RegistrationReply {
         let reason = match (required, offered) {
             (None, _) => return RegistrationReply::Accepted,
-            (Some(required), Some(offered)) if required == offered => {
+            (Some(required), Some(offered))
+                if constant_time_eq::constant_time_eq(required.as_bytes(), offered.as_bytes()) =>
+            {
                 return RegistrationReply::Accepted;
             }
             (Some(_), Some(_)) => "wrong token",
@@ -143,6 +154,23 @@ impl RegistrationReply {
         RegistrationReply::Rejected {
             reason: reason.to_owned(),
         }
+    }
+}
+
+impl RegistrationReply {
+    /// Whether a node rejected for `reason` gives up (exits 1) rather
+    /// than trying again: only for its token, which will not change.
+    ///
+    /// ```
+    /// use natter_heartbeat::protocol::RegistrationReply;
+    ///
+    /// assert!(RegistrationReply::gives_up("wrong token"));
+    /// assert!(RegistrationReply::gives_up("missing token"));
+    /// assert!(!RegistrationReply::gives_up("id in use"));
+    /// assert!(!RegistrationReply::gives_up("node limit"));
+    /// ```
+    pub fn gives_up(reason: &str) -> bool {
+        matches!(reason, "wrong token" | "missing token")
     }
 }
 

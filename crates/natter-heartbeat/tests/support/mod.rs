@@ -3,7 +3,7 @@
 //! A [`Heartbeat`] is one child process with its stdout read line by line
 //! on a thread (so every wait has a deadline) and its stderr collected (so
 //! a full pipe never blocks it, and a failing test can show it). Every
-//! stdout line must be one JSON event: that is the contract of `--json`.
+//! stdout line must be one JSON event: that is what `--json` promises.
 //! Dropping a `Heartbeat` kills the process, so a failing test leaves no
 //! child behind.
 
@@ -27,6 +27,8 @@ pub(crate) struct Heartbeat {
     name: String,
     child: Child,
     lines: Receiver<String>,
+    /// Until the output is read: where its stdout lines will go.
+    unread: Option<mpsc::Sender<String>>,
     stderr: Arc<Mutex<String>>,
     /// Every stdout line read so far, for failure messages.
     seen: Vec<String>,
@@ -36,16 +38,45 @@ pub(crate) struct Heartbeat {
 impl Heartbeat {
     /// Starts `heartbeat ARGS`, called `name` in failure messages.
     pub(crate) fn start(name: &str, args: &[&str]) -> Heartbeat {
-        let mut child = Command::new(BIN)
+        let mut heartbeat = Heartbeat::start_with(name, args, &[]);
+        heartbeat.read_output();
+        heartbeat
+    }
+
+    /// Starts `heartbeat ARGS` with the extra environment `env`, and does
+    /// not read its stdout and stderr until [`read_output`]: until then
+    /// they are pipes nobody reads, which fill up.
+    ///
+    /// [`read_output`]: Self::read_output
+    pub(crate) fn start_with(name: &str, args: &[&str], env: &[(&str, &str)]) -> Heartbeat {
+        let child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start heartbeat");
-        let stdout = child.stdout.take().expect("piped stdout");
         let (sender, lines) = mpsc::channel();
+        Heartbeat {
+            name: name.to_owned(),
+            child,
+            lines,
+            unread: Some(sender),
+            stderr: Arc::default(),
+            seen: Vec::new(),
+            stdout_closed: false,
+        }
+    }
+
+    /// Starts reading stdout (line by line, for the `expect` methods) and
+    /// stderr (collected), each on a thread, if that has not begun yet.
+    pub(crate) fn read_output(&mut self) {
+        let Some(sender) = self.unread.take() else {
+            return;
+        };
+        let stdout = self.child.stdout.take().expect("piped stdout");
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
@@ -54,9 +85,8 @@ impl Heartbeat {
                 }
             }
         });
-        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let collected = stderr.clone();
+        let mut stderr_pipe = self.child.stderr.take().expect("piped stderr");
+        let collected = self.stderr.clone();
         thread::spawn(move || {
             let mut buffer = [0u8; 4096];
             loop {
@@ -69,14 +99,17 @@ impl Heartbeat {
                 }
             }
         });
-        Heartbeat {
-            name: name.to_owned(),
-            child,
-            lines,
-            stderr,
-            seen: Vec::new(),
-            stdout_closed: false,
-        }
+    }
+
+    /// The process's resident memory (VmRSS), in KiB.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
     }
 
     /// Starts `heartbeat master --json` on a free loopback port (unless
@@ -271,6 +304,11 @@ impl Heartbeat {
         }
     }
 
+    /// Whether the process is still running.
+    pub(crate) fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
     /// What the process wrote on stderr so far.
     pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
@@ -341,8 +379,151 @@ impl Peer {
     }
 }
 
-/// `(failures + 1) * interval + ping_timeout + 1 s`: the contract's bound on
+/// `(failures + 1) * interval + ping_timeout + 1 s`: the promised bound on
 /// reporting a killed or frozen node lost.
 pub(crate) fn lost_bound(failures: u32, interval_ms: u64, ping_timeout_ms: u64) -> Duration {
     Duration::from_millis((u64::from(failures) + 1) * interval_ms + ping_timeout_ms + 1000)
+}
+
+/// Runs `test` (a whole test, blocking) with a time limit: panics if it
+/// takes longer than `limit`, and passes on its panic if it fails.
+/// Every wait inside is bounded too; this is the backstop.
+pub(crate) fn bounded<T: Send + 'static>(
+    limit: Duration,
+    test: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime for the time limit");
+    let outcome = runtime
+        .block_on(async { tokio::time::timeout(limit, tokio::task::spawn_blocking(test)).await });
+    // A test still running holds its processes; they are killed when its
+    // thread drops them, or when this test binary exits.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(Ok(value)) => value,
+        Ok(Err(failed)) => std::panic::resume_unwind(failed.into_panic()),
+        Err(_) => panic!("the test took longer than {limit:?}"),
+    }
+}
+
+/// What the master answered to a [`flood`] of registrations.
+#[derive(Debug, Default)]
+pub(crate) struct FloodAnswers {
+    /// `accepted` answers.
+    pub(crate) accepted: usize,
+    /// `rejected` answers, by reason.
+    pub(crate) rejected: std::collections::BTreeMap<String, usize>,
+}
+
+/// Registers `count` fake nodes `PREFIX-0`, `PREFIX-1`... with the master
+/// at `master`, all at once: `connections` connections each send their
+/// share of `register` lines in one write, then read the answers. Each
+/// fake gives a heartbeat address of its own on loopback (127.x.y.z) at a
+/// port where nothing listens: a dead node.
+pub(crate) fn flood(master: &str, prefix: &str, count: usize, connections: usize) -> FloodAnswers {
+    let dead_port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("local addr").port()
+    };
+    let per_connection = count.div_ceil(connections);
+    let workers: Vec<_> = (0..connections)
+        .map(|connection| {
+            let master = master.to_owned();
+            let prefix = prefix.to_owned();
+            thread::spawn(move || {
+                let ids = (connection * per_connection..(connection + 1) * per_connection)
+                    .take_while(|&i| i < count);
+                let mut lines = String::new();
+                let mut sent = 0;
+                for i in ids {
+                    let addr = format!(
+                        "127.{}.{}.{}:{dead_port}",
+                        1 + i / 62_500,
+                        (i / 250) % 250,
+                        i % 250 + 1
+                    );
+                    let register = json!({"type": "register", "id": format!("{prefix}-{i}"), "heartbeat_addr": addr});
+                    lines.push_str(&register.to_string());
+                    lines.push('\n');
+                    sent += 1;
+                }
+                let mut stream = TcpStream::connect(&master).expect("connect to the master");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .expect("read timeout");
+                stream.write_all(lines.as_bytes()).expect("send registrations");
+                let mut answers = Vec::with_capacity(sent);
+                for line in BufReader::new(stream).lines().take(sent) {
+                    let line = line.expect("an answer from the master");
+                    answers.push(serde_json::from_str::<Value>(&line).expect("a JSON answer"));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut outcome = FloodAnswers::default();
+    for worker in workers {
+        for answer in worker.join().expect("a flooding thread") {
+            match answer["type"].as_str() {
+                Some("accepted") => outcome.accepted += 1,
+                _ => {
+                    let reason = answer["reason"].as_str().unwrap_or("?").to_owned();
+                    *outcome.rejected.entry(reason).or_default() += 1;
+                }
+            }
+        }
+    }
+    outcome
+}
+
+/// Sends one `register` for `id` at `heartbeat_addr` to the master at
+/// `master` on a connection of its own, and returns the answer.
+pub(crate) fn register(master: &str, id: &str, heartbeat_addr: &str) -> Value {
+    let mut stream = TcpStream::connect(master).expect("connect to the master");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let request = json!({"type": "register", "id": id, "heartbeat_addr": heartbeat_addr});
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .expect("send a registration");
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .expect("an answer from the master");
+    serde_json::from_str(&answer).expect("a JSON answer")
+}
+
+/// Registers `count` fake nodes `PREFIX-0`... as a rude peer would: each
+/// on a connection of its own that is reset (RST) right after the
+/// `register` line is sent, without reading the answer. Some of them may
+/// not be registered at all (the reset can overtake the line).
+pub(crate) fn flood_and_reset(master: &str, prefix: &str, count: usize) {
+    let dead_port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("local addr").port()
+    };
+    let threads = 10;
+    let workers: Vec<_> = (0..threads)
+        .map(|thread| {
+            let master = master.to_owned();
+            let prefix = prefix.to_owned();
+            thread::spawn(move || {
+                for i in (thread..count).step_by(threads) {
+                    let addr = format!("127.3.{}.{}:{dead_port}", (i / 250) % 250, i % 250 + 1);
+                    let register = json!({"type": "register", "id": format!("{prefix}-{i}"), "heartbeat_addr": addr});
+                    let Ok(mut stream) = TcpStream::connect(&master) else {
+                        continue;
+                    };
+                    let _ = stream.write_all(format!("{register}\n").as_bytes());
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("a flooding thread");
+    }
 }
