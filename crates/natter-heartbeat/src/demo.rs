@@ -99,7 +99,11 @@ pub(crate) async fn run(sink: EventSink) -> Result<(), Error> {
 
     say("Stopping n1 and n2 politely: each tells the master it leaves.".into())?;
     for node in nodes {
-        node.leave().await?;
+        if let crate::Departure::Untold { reason } = node.leave().await? {
+            say(format!(
+                "A node could not tell the master it leaves: {reason}."
+            ))?;
+        }
     }
     let mut left = BTreeSet::new();
     master_events

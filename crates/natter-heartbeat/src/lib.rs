@@ -48,7 +48,7 @@ use event::{EventSink, Format};
 
 pub use event::EventStream;
 pub use master::{Master, MasterConfig};
-pub use node::{Node, NodeConfig};
+pub use node::{Departure, Node, NodeConfig};
 
 /// The socket address of a TCP address: every heartbeat endpoint is TCP.
 pub(crate) fn tcp_addr(addr: &natter::Addr) -> std::net::SocketAddr {
@@ -120,7 +120,9 @@ pub async fn run_node(args: NodeArgs) -> Result<(), Error> {
     let stopped = match printed {
         // The node stopped by itself: its token was rejected.
         Ok(Ended::Stopped) => node.join().await,
-        Ok(Ended::Signalled) | Err(_) => node.leave().await,
+        // Whether the master was told or not, the node stops as asked
+        // (it warned on stderr if not).
+        Ok(Ended::Signalled) | Err(_) => node.leave().await.map(|_| ()),
     };
     drain(&mut events, &sink);
     printed?;

@@ -344,4 +344,52 @@ mod tests {
         node.leave().await.unwrap();
         master.shutdown().await.unwrap();
     }
+
+    /// `Node::leave` says whether the master was told: it is while the
+    /// master runs, and is not once it is gone.
+    #[tokio::test]
+    async fn leave_reports_whether_the_master_was_told() {
+        const LIMIT: Duration = Duration::from_secs(10);
+        use tokio::time::timeout as within_limit;
+        let config = MasterConfig {
+            interval: Duration::from_millis(50),
+            ..MasterConfig::new("127.0.0.1:0".parse().unwrap())
+        };
+        let (master, mut events) = Master::start(config).await.unwrap();
+        let master_addr = master.local_addr().to_string();
+        for (id, master_up) in [("n1", true), ("n2", false)] {
+            let node_config = crate::NodeConfig::new(id, master_addr.clone());
+            let (node, mut node_events) = crate::Node::start(node_config).await.unwrap();
+            within_limit(LIMIT, async {
+                while let Some(event) = node_events.recv().await {
+                    if matches!(event, crate::event::NodeEvent::Registered { .. }) {
+                        break;
+                    }
+                }
+            })
+            .await
+            .expect("registered");
+            if !master_up {
+                within_limit(LIMIT, master.shutdown())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let departure = within_limit(LIMIT, node.leave()).await.unwrap().unwrap();
+                assert!(!departure.told(), "{departure:?}");
+                return;
+            }
+            let departure = within_limit(LIMIT, node.leave()).await.unwrap().unwrap();
+            assert_eq!(departure, crate::Departure::Told);
+            within_limit(LIMIT, async {
+                while let Some(event) = events.recv().await {
+                    if matches!(event, MasterEvent::NodeLeft { .. }) {
+                        break;
+                    }
+                }
+            })
+            .await
+            .expect("node_left");
+        }
+        unreachable!("the loop returns");
+    }
 }

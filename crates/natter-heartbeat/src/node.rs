@@ -112,7 +112,30 @@ impl NodeConfig {
 pub struct Node {
     local_addr: SocketAddr,
     leave: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), Error>>,
+    /// `Ok(Some(..))`: it left, and whether the master was told.
+    task: JoinHandle<Result<Option<Departure>, Error>>,
+}
+
+/// How [`Node::leave`] went: whether the master was told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Departure {
+    /// The master took the `leave`: it reports `node_left`.
+    Told,
+    /// The master could not be told (it is gone, refused the connection,
+    /// or did not take the message within a second): it will report the
+    /// node lost once its pings fail.
+    Untold {
+        /// Why, for a log line.
+        reason: String,
+    },
+}
+
+impl Departure {
+    /// Whether the master was told.
+    pub fn told(&self) -> bool {
+        matches!(self, Departure::Told)
+    }
 }
 
 impl Node {
@@ -163,10 +186,7 @@ impl Node {
                 let attempt = || register(&config.master, &request);
                 let outcome = tokio::select! {
                     rejected = live(attempt, &config, heard, &sender) => Err(rejected),
-                    Ok(()) = told_to_leave => {
-                        tell_master_we_leave(&config).await;
-                        Ok(())
-                    }
+                    Ok(()) = told_to_leave => Ok(Some(tell_master_we_leave(&config).await)),
                 };
                 handle.shutdown().await;
                 outcome
@@ -198,12 +218,19 @@ impl Node {
 
     /// Stops the node politely: tells the master it leaves (giving up after
     /// a second if the master does not take it), then closes the heartbeat
-    /// endpoint. The master reports `node_left`, not `node_lost`.
-    pub async fn leave(mut self) -> Result<(), Error> {
+    /// endpoint. The master reports `node_left`, not `node_lost`, if it was
+    /// told: the [`Departure`] says whether it was. An `Err` means the node
+    /// had stopped before (its token was rejected).
+    pub async fn leave(mut self) -> Result<Departure, Error> {
         if let Some(leave) = self.leave.take() {
             let _ = leave.send(());
         }
-        self.join().await
+        let ended = (&mut self.task)
+            .await
+            .map_err(|join| Error::Stopped(join.to_string()))??;
+        Ok(ended.unwrap_or(Departure::Untold {
+            reason: "the node had stopped".into(),
+        }))
     }
 
     /// Waits until the node stops by itself, which it does only when the
@@ -212,6 +239,7 @@ impl Node {
         (&mut self.task)
             .await
             .map_err(|join| Error::Stopped(join.to_string()))?
+            .map(|_| ())
     }
 
     /// Stops the node at once, as a crash would: nothing is said to the
@@ -361,7 +389,7 @@ async fn register(
 /// Tells the master this node leaves, within [`LEAVE_TIMEOUT`]. Sent even
 /// if the node never saw its registration accepted (the answer may have
 /// been on its way); a master that does not know the node ignores it.
-async fn tell_master_we_leave(config: &NodeConfig) {
+async fn tell_master_we_leave(config: &NodeConfig) -> Departure {
     let leave = RegistrationRequest::Leave {
         id: config.id.clone(),
         token: config.token.clone(),
@@ -376,16 +404,16 @@ async fn tell_master_we_leave(config: &NodeConfig) {
         // Returns once the frame is written and the master has closed too.
         client.close().await
     };
-    match tokio::time::timeout(LEAVE_TIMEOUT, told).await {
-        Ok(Ok(())) => tracing::info!(master = %config.master, "told the master we leave"),
-        Ok(Err(error)) => {
-            tracing::warn!(master = %config.master, %error, "could not tell the master we leave")
+    let reason = match tokio::time::timeout(LEAVE_TIMEOUT, told).await {
+        Ok(Ok(())) => {
+            tracing::info!(master = %config.master, "told the master we leave");
+            return Departure::Told;
         }
-        Err(_) => tracing::warn!(
-            master = %config.master,
-            "could not tell the master we leave within {LEAVE_TIMEOUT:?}"
-        ),
-    }
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => format!("no answer within {LEAVE_TIMEOUT:?}"),
+    };
+    tracing::warn!(master = %config.master, %reason, "could not tell the master we leave");
+    Departure::Untold { reason }
 }
 
 #[cfg(test)]
