@@ -113,6 +113,11 @@ pub struct MasterArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Serve metrics in Prometheus text format at http://IP:PORT/metrics
+    /// (the address is logged on stderr).
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// At most this many nodes, live and lost: a registration of a new id
     /// beyond it is rejected with reason `node limit`.
     #[arg(

@@ -75,6 +75,14 @@ pub enum Error {
         /// The reason the master gave.
         reason: String,
     },
+    /// The metrics endpoint could not be served.
+    #[error("cannot serve metrics on {addr}: {reason}")]
+    Metrics {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// Events could not be written to stdout.
     #[error("cannot write events to stdout")]
     Output(#[source] std::io::Error),
@@ -99,6 +107,9 @@ const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 /// Events go to stdout through an [`EventSink`], so a stdout that nobody
 /// reads never holds up pinging or registration.
 pub async fn run_master(args: MasterArgs) -> Result<(), Error> {
+    if let Some(addr) = args.metrics_listen {
+        serve_metrics(addr)?;
+    }
     let sink = EventSink::stdout(Format::from_json_flag(args.json));
     let mut stop = ShutdownSignal::new();
     let (master, mut events) = Master::start(MasterConfig::from(&args)).await?;
@@ -107,6 +118,27 @@ pub async fn run_master(args: MasterArgs) -> Result<(), Error> {
     drain(&mut events, &sink);
     printed?;
     stopped
+}
+
+/// Installs the Prometheus exporter, with its own HTTP listener on `addr`,
+/// before the master starts (its handles, and natter's, are taken then).
+fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), Error> {
+    // The exporter does not say which port it bound: resolve a port 0 first.
+    let bound = std::net::TcpListener::bind(addr)
+        .and_then(|probe| probe.local_addr())
+        .map_err(|source| Error::Metrics {
+            addr,
+            reason: source.to_string(),
+        })?;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(natter::stats::DURATION_BUCKETS)
+        .and_then(|exporter| exporter.with_http_listener(bound).install())
+        .map_err(|error| Error::Metrics {
+            addr,
+            reason: error.to_string(),
+        })?;
+    tracing::info!("metrics on http://{bound}/metrics");
+    Ok(())
 }
 
 /// Runs `heartbeat node`: answers pings, registers with the master (again

@@ -392,4 +392,79 @@ mod tests {
         }
         unreachable!("the loop returns");
     }
+
+    /// The master's series: nodes known, alive and lost, pings sent,
+    /// answered and failed, and their round trips.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_master_counts_nodes_and_pings_through_the_metrics_facade() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        const LIMIT: Duration = Duration::from_secs(10);
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let config = MasterConfig {
+            interval: Duration::from_millis(50),
+            stats_interval: Some(Duration::from_millis(100)),
+            ..MasterConfig::new("127.0.0.1:0".parse().unwrap())
+        };
+        let (master, mut events) = {
+            let _installed = metrics::set_default_local_recorder(&recorder);
+            Master::start(config).await.unwrap()
+        };
+        let node_config = crate::NodeConfig::new("n1", master.local_addr().to_string());
+        let (node, _node_events) = crate::Node::start(node_config).await.unwrap();
+        tokio::time::timeout(LIMIT, async {
+            while let Some(event) = events.recv().await {
+                if matches!(event, MasterEvent::NodeJoined { .. }) {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("node_joined");
+        // Wait for a few pings to have been answered (a snapshot of the
+        // debugging recorder takes the values it shows: take one, at the end).
+        tokio::time::timeout(LIMIT, async {
+            let mut answered = 0;
+            while let Some(event) = events.recv().await {
+                if let MasterEvent::PingStats { answered: n, .. } = event {
+                    answered += n;
+                    if answered >= 3 {
+                        break;
+                    }
+                }
+            }
+        })
+        .await
+        .expect("pings answered");
+        let snapshot: Vec<_> = snapshotter.snapshot().into_vec();
+        let value = |name: &str| {
+            snapshot
+                .iter()
+                .find(|(key, ..)| key.key().name() == name)
+                .map(|(_, _, _, value)| value.clone())
+        };
+        let gauge = |name: &str| match value(name) {
+            Some(DebugValue::Gauge(value)) => value.into_inner(),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(gauge("heartbeat_nodes_known"), 1.0);
+        assert_eq!(gauge("heartbeat_nodes_alive"), 1.0);
+        assert_eq!(gauge("heartbeat_nodes_lost"), 0.0);
+        assert!(
+            matches!(value("heartbeat_pings_sent_total"), Some(DebugValue::Counter(n)) if *n >= 3)
+        );
+        assert!(matches!(
+            value("heartbeat_pings_failed_total"),
+            Some(DebugValue::Counter(0))
+        ));
+        assert!(
+            matches!(value("heartbeat_ping_rtt_seconds"), Some(DebugValue::Histogram(rtts)) if rtts.len() >= 3)
+        );
+        // natter's own series of the master's registration server.
+        assert!(
+            matches!(value("natter_connections_accepted_total"), Some(DebugValue::Counter(n)) if *n >= 1)
+        );
+        node.leave().await.unwrap();
+        master.shutdown().await.unwrap();
+    }
 }

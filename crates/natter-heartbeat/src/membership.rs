@@ -35,6 +35,34 @@ pub(crate) struct Membership {
     state: Mutex<State>,
     connector: Connector,
     events: EventSender<MasterEvent>,
+    metrics: Metrics,
+}
+
+/// The master's series, through the `metrics` facade (see the crate's
+/// README): handles taken once, from the recorder installed when the
+/// master started.
+struct Metrics {
+    known: metrics::Gauge,
+    alive: metrics::Gauge,
+    lost: metrics::Gauge,
+    pings_sent: metrics::Counter,
+    pings_answered: metrics::Counter,
+    pings_failed: metrics::Counter,
+    rtt: metrics::Histogram,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        Metrics {
+            known: metrics::gauge!("heartbeat_nodes_known"),
+            alive: metrics::gauge!("heartbeat_nodes_alive"),
+            lost: metrics::gauge!("heartbeat_nodes_lost"),
+            pings_sent: metrics::counter!("heartbeat_pings_sent_total"),
+            pings_answered: metrics::counter!("heartbeat_pings_answered_total"),
+            pings_failed: metrics::counter!("heartbeat_pings_failed_total"),
+            rtt: metrics::histogram!("heartbeat_ping_rtt_seconds"),
+        }
+    }
 }
 
 struct State {
@@ -74,6 +102,7 @@ impl Membership {
             }),
             connector,
             events,
+            metrics: Metrics::new(),
         }
     }
 
@@ -166,14 +195,18 @@ impl Membership {
             }
             self.events.send(event);
         }
-        if let Some(summary) = state.logs.summary(now) {
-            let (mut live, mut lost) = (0, 0);
-            for (_, node) in state.detector.nodes() {
-                match node.state {
-                    NodeState::Live => live += 1,
-                    NodeState::Lost => lost += 1,
-                }
+        let (mut live, mut lost) = (0u64, 0u64);
+        for (_, node) in state.detector.nodes() {
+            match node.state {
+                NodeState::Live => live += 1,
+                NodeState::Lost => lost += 1,
             }
+        }
+        self.metrics.known.set((live + lost) as f64);
+        self.metrics.alive.set(live as f64);
+        self.metrics.lost.set(lost as f64);
+        self.metrics.pings_sent.increment(round.pings.len() as u64);
+        if let Some(summary) = state.logs.summary(now) {
             let seconds = summary.period.as_secs_f64().round();
             if summary.pings_failed > 0 {
                 tracing::warn!(
@@ -205,6 +238,8 @@ impl Membership {
 
     /// Ping `seq` to node `id` was answered in time, after `rtt`.
     pub(crate) fn ping_succeeded(&self, id: &str, seq: u64, rtt: Duration) {
+        self.metrics.pings_answered.increment(1);
+        self.metrics.rtt.record(rtt.as_secs_f64());
         let mut state = self.state();
         state.logs.ping(true);
         if let Some(stats) = &mut state.stats {
@@ -221,6 +256,7 @@ impl Membership {
 
     /// Ping `seq` to node `id` failed at `now`.
     pub(crate) fn ping_failed(&self, id: &str, seq: u64, now: Instant) {
+        self.metrics.pings_failed.increment(1);
         let mut state = self.state();
         state.logs.ping(false);
         if let Some(stats) = &mut state.stats {
