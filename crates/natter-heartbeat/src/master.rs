@@ -441,7 +441,7 @@ mod tests {
             snapshot
                 .iter()
                 .find(|(key, ..)| key.key().name() == name)
-                .map(|(_, _, _, value)| value.clone())
+                .map(|(_, _, _, value)| value)
         };
         let gauge = |name: &str| match value(name) {
             Some(DebugValue::Gauge(value)) => value.into_inner(),
