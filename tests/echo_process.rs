@@ -567,7 +567,16 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_listen_serves_prometheus_text_with_the_frames_and_connections_counted() {
-    let mut echo = Echo::start(&["--metrics-listen", "127.0.0.1:0", "--max-frame", "8"]).await;
+    // A handler that sleeps a little, so that each is timed.
+    let mut echo = Echo::start(&[
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--max-frame",
+        "8",
+        "--handler-delay-ms",
+        "1",
+    ])
+    .await;
     let second = within("the second stdout line", echo.stdout.next_line())
         .await
         .expect("reading stdout")
