@@ -828,6 +828,13 @@ async fn natter_echo(args: &Args) -> Result<LoadReport> {
 /// One connection through natter's `ClientService`: keeps `in_flight`
 /// requests outstanding (`ready()` + `call()` for each), and checks every
 /// answer against its request.
+///
+/// The answers come in order, so the response futures wait in a queue and
+/// only the oldest is awaited; once it is in, every later one that is
+/// already in is taken too, at one clock reading, as the hand loop does
+/// for one read. Nothing is allocated per request here (a
+/// `FuturesOrdered` would allocate a task node each), so what is counted
+/// is natter's work.
 async fn natter_connection(
     mut service: ClientService,
     offset: u64,
@@ -835,14 +842,14 @@ async fn natter_connection(
     requests: &[Frame],
     window: &Window,
 ) -> Result<Tally> {
-    use futures::StreamExt;
-    use futures::stream::FuturesOrdered;
+    use std::collections::VecDeque;
+    use std::task::Poll;
     use tower::{Service, ServiceExt};
     let request = |seq: u64| &requests[((offset + seq) % requests.len() as u64) as usize];
     let mut tally = Tally::new();
-    let mut answers = FuturesOrdered::new();
-    // When each outstanding request was sent, oldest first.
-    let mut sent_at = std::collections::VecDeque::with_capacity(in_flight);
+    // Outstanding requests, oldest first: the answer and when it was sent.
+    let mut answers: VecDeque<(natter::client::ResponseFuture, u64)> =
+        VecDeque::with_capacity(in_flight);
     let mut sent = 0u64;
     let mut answered = 0u64;
     let mut sending = true;
@@ -858,44 +865,60 @@ async fn natter_connection(
                     sending = false;
                 }
                 for _ in 0..count {
-                    let ready = timeout(STALL_TIMEOUT, service.ready())
+                    // Fails (does not hang) if the connection is lost.
+                    let ready = service
+                        .ready()
                         .await
-                        .map_err(|_| format!("not ready for {STALL_TIMEOUT:?}"))?
                         .map_err(|error| format!("not ready: {error}"))?;
-                    answers.push_back(ready.call(request(sent).clone()));
-                    sent_at.push_back(now);
+                    answers.push_back((ready.call(request(sent).clone()), now));
                     sent += 1;
                 }
             }
         }
-        let Some(first) = timeout(STALL_TIMEOUT, answers.next())
-            .await
-            .map_err(|_| format!("no answer for {STALL_TIMEOUT:?}"))?
-        else {
+        if answers.is_empty() {
             break;
-        };
-        let now = window.now();
-        let mut answer = Some(first);
-        // Every answer that is already in joins this batch, at one clock
-        // reading, as the hand loop does for one read.
-        while let Some(result) = answer {
-            let frame = result.map_err(|error| format!("request {answered} failed: {error}"))?;
-            let expected = request(answered);
-            if frame[..] != expected[..] {
-                return Err(format!("the answer to request {answered} was wrong"));
-            }
-            let sent = sent_at.pop_front().unwrap_or(now);
-            if window.contains(now) {
-                tally
-                    .latencies
-                    .saturating_record(now.saturating_sub(sent).max(1));
-                tally.frames += 1;
-                tally.bytes += frame.len() as u64 + 1;
-                window.completed_at(now);
-            }
-            answered += 1;
-            answer = answers.next().now_or_never().flatten();
         }
+        let batch = std::future::poll_fn(|cx| {
+            let mut now = None;
+            while let Some((answer, sent)) = answers.front_mut() {
+                let Poll::Ready(result) = answer.poll_unpin(cx) else {
+                    break;
+                };
+                let sent = *sent;
+                answers.pop_front();
+                let now = *now.get_or_insert_with(|| window.now());
+                let checked = result
+                    .map_err(|error| format!("request {answered} failed: {error}"))
+                    .and_then(|frame| {
+                        if frame[..] == request(answered)[..] {
+                            Ok(frame)
+                        } else {
+                            Err(format!("the answer to request {answered} was wrong"))
+                        }
+                    });
+                let frame = match checked {
+                    Ok(frame) => frame,
+                    Err(error) => return Poll::Ready(Err(error)),
+                };
+                if window.contains(now) {
+                    tally
+                        .latencies
+                        .saturating_record(now.saturating_sub(sent).max(1));
+                    tally.frames += 1;
+                    tally.bytes += frame.len() as u64 + 1;
+                    window.completed_at(now);
+                }
+                answered += 1;
+            }
+            if now.is_some() {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        });
+        timeout(STALL_TIMEOUT, batch)
+            .await
+            .map_err(|_| format!("no answer for {STALL_TIMEOUT:?}"))??;
     }
     service.close();
     Ok(tally)
