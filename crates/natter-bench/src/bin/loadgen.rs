@@ -22,16 +22,18 @@
 //!   requests outstanding on each through `ready()` + `call()`, every
 //!   answer compared with its request.
 //! * `rate`: open loop, as wrk2 does it. Requests go out on a fixed
-//!   schedule, `--rate` per second in all, spread evenly over the
-//!   connections (connection `i` of `n` starts `i/n` of an interval late),
-//!   whatever the answers do; every request that is due is written at
-//!   once, in one write per connection. Latency is from the request's
+//!   schedule, `--rate` per second in all, whatever the answers do: each
+//!   connection sends `--burst` frames in one write when its turn comes,
+//!   turns `burst x connections / rate` apart, the connections' turns
+//!   spread evenly over that interval. Latency is from the request's
 //!   *scheduled* send time, so a server that stalls is charged for the
-//!   requests that queue behind the stall (no coordinated omission). The
-//!   writers wait for the next due time by yielding to the runtime when it
-//!   is under 2 ms away (tokio's timers have 1 ms resolution), so loadgen
-//!   keeps its core busy in this mode. The report's `target_rate` is the
-//!   rate asked for; `frames_per_sec` is what was achieved.
+//!   requests that queue behind the stall (no coordinated omission). One
+//!   pacing task wakes the writers; it sleeps on a timer when the next turn
+//!   is over 2 ms away (tokio's timers have 1 ms resolution) and otherwise
+//!   yields to the runtime and looks again, so loadgen keeps its core busy
+//!   in this mode. The report's `target_rate` is the rate asked for,
+//!   `frames_per_sec` what was achieved, and `send_lag_*` how late loadgen
+//!   itself wrote (included in the latencies).
 //! * `idle`: opens the connections, echoes one frame on each (so the
 //!   server has accepted and served every one), prints a JSON line with
 //!   `"mode":"idle"`, then holds them until stdin reaches end of file or
