@@ -93,6 +93,11 @@ struct Args {
     /// (scenario `client`).
     #[arg(long)]
     callgrind: bool,
+    /// A failed run (loadgen found a wrong or missing echo, a server did
+    /// not start) is reported and left out instead of stopping the suite;
+    /// the suite still exits 1 at the end.
+    #[arg(long)]
+    keep_going: bool,
     /// Callgrind: the two frame counts; per frame is the difference in
     /// instructions over the difference in frames.
     #[arg(long, value_delimiter = ',', default_values_t = [200_000u64, 400_000])]
@@ -695,6 +700,7 @@ fn run(args: Args) -> Result<bool> {
     }
 
     let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
     for &scenario in &scenarios {
         let variants = scenario.variants(&servers, &plan);
         if variants.is_empty() {
@@ -726,13 +732,23 @@ fn run(args: Args) -> Result<bool> {
                 let rate = max_rate
                     .zip(variant.load_pct)
                     .map(|(max, pct)| max * f64::from(pct) / 100.0);
-                let outcome = run_one(&ctx, scenario, variant, rep, rate).map_err(|error| {
-                    format!(
-                        "{} / {} / rep {rep}: {error}",
-                        scenario.name(),
-                        variant.server.name()
-                    )
-                })?;
+                let outcome = match run_one(&ctx, scenario, variant, rep, rate) {
+                    Ok(outcome) => outcome,
+                    Err(error) => {
+                        let error = format!(
+                            "{} / {} / {} client / rep {rep}: {error}",
+                            scenario.name(),
+                            variant.server.name(),
+                            variant.client.name()
+                        );
+                        if !args.keep_going {
+                            return Err(error);
+                        }
+                        eprintln!("  FAILED {error}");
+                        failures.push(error);
+                        continue;
+                    }
+                };
                 eprintln!(
                     "  {:<14} {:<7} {:<6}{} rep {rep}: {:>10.0} frames/s {:>8.1} MB/s p50 {:>7.1} us p99 {:>7.1} us{}",
                     scenario.name(),
@@ -758,18 +774,29 @@ fn run(args: Args) -> Result<bool> {
 
     let (table, medians, all_met) = summarize(&scenarios, &servers, &outcomes, &plan);
     println!("{table}");
+    if !failures.is_empty() {
+        println!(
+            "{} run(s) FAILED and are left out of the medians:\n",
+            failures.len()
+        );
+        for failure in &failures {
+            println!("- {failure}");
+        }
+        println!();
+    }
     if let Some(path) = &args.json {
         let document = json!({
             "setup": setup,
             "loadavg_at_start": loadavg,
             "plan": plan,
             "all_targets_met": all_met,
+            "failures": failures,
             "medians": medians,
             "runs": outcomes,
         });
         write_json(path, &document)?;
     }
-    Ok(true)
+    Ok(failures.is_empty())
 }
 
 fn write_json(path: &Path, document: &serde_json::Value) -> Result<()> {
