@@ -1431,11 +1431,13 @@ fn summarize(
     plan: &Plan,
 ) -> (String, Vec<serde_json::Value>, bool) {
     let mut table = String::new();
-    let _ = writeln!(
-        table,
-        "| scenario | load | metric | natter | framed | raw | natter/framed | natter/raw | target | met |"
-    );
-    let _ = writeln!(table, "|---|---|---|---:|---:|---:|---:|---:|---|---|");
+    if scenarios.iter().any(|scenario| scenario.in_main_table()) {
+        let _ = writeln!(
+            table,
+            "| scenario | load | metric | natter | framed | raw | natter/framed | natter/raw | target | met |"
+        );
+        let _ = writeln!(table, "|---|---|---|---:|---:|---:|---:|---:|---|---|");
+    }
     let mut medians = Vec::new();
     let mut all_met = true;
     for &scenario in scenarios.iter().filter(|scenario| scenario.in_main_table()) {
