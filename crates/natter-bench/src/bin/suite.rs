@@ -89,8 +89,9 @@ struct Args {
     worker_threads: usize,
     /// Count instructions under callgrind instead of timing (see
     /// BENCHMARKS.md): server instructions per frame for every server
-    /// (scenario `throughput`), and loadgen's per request for both clients
-    /// (scenario `client`).
+    /// (scenario `throughput`; `tls-throughput` for natter and raw over
+    /// TLS), and loadgen's per request for both clients (scenario
+    /// `client`).
     #[arg(long)]
     callgrind: bool,
     /// A failed run (loadgen found a wrong or missing echo, a server did
@@ -550,7 +551,11 @@ fn run(args: Args) -> Result<bool> {
     let scenarios = if !args.scenarios.is_empty() {
         args.scenarios.clone()
     } else if args.callgrind {
-        vec![Scenario::Throughput, Scenario::Client]
+        vec![
+            Scenario::Throughput,
+            Scenario::TlsThroughput,
+            Scenario::Client,
+        ]
     } else {
         Scenario::ALL.to_vec()
     };
@@ -1185,15 +1190,23 @@ fn callgrind(
     let per = |counts: (u64, u64)| counts.1.saturating_sub(counts.0) as f64 / (b - a) as f64;
     let mut table = String::new();
     let mut document = serde_json::Map::new();
-    if scenarios.contains(&Scenario::Throughput) {
+    // Plain TCP (scenario throughput), then over TLS (tls-throughput).
+    for (scenario, tls) in [
+        (Scenario::Throughput, false),
+        (Scenario::TlsThroughput, true),
+    ] {
+        if !scenarios.contains(&scenario) {
+            continue;
+        }
+        let over = if tls { "-tls" } else { "" };
         let mut rows: Vec<(ServerKind, (u64, u64))> = Vec::new();
-        for &kind in servers {
+        for &kind in servers.iter().filter(|kind| kind.runs(scenario)) {
             let mut counts = [0u64; 2];
             for (slot, frames) in [a, b].into_iter().enumerate() {
                 let out = ctx
                     .logs
-                    .join(format!("callgrind-{}-{frames}.out", kind.name()));
-                let server = Server::start(ctx, kind, false, Some(&out))
+                    .join(format!("callgrind-{}{over}-{frames}.out", kind.name()));
+                let server = Server::start(ctx, kind, tls, Some(&out))
                     .map_err(|error| format!("{} under callgrind: {error}", kind.name()))?;
                 let mut command = pinned_command(ctx.plan, ctx.plan.load_cpu, ctx.loadgen);
                 command
@@ -1205,14 +1218,19 @@ fn callgrind(
                         frames,
                         ClientKind::Hand,
                     ));
+                if tls {
+                    command
+                        .arg("--tls-ca")
+                        .arg(&ctx.tls.ok_or("no TLS files")?.ca);
+                }
                 let report = run_loadgen(command, CG_LIMIT);
                 let stopped = server.terminate(Duration::from_secs(60));
                 report.map_err(|error| format!("{} under callgrind: {error}", kind.name()))?;
                 stopped?;
                 counts[slot] = callgrind_total(&out)?;
                 eprintln!(
-                    "  callgrind {:<8} {frames:>9} frames: {:>14} instructions",
-                    kind.name(),
+                    "  callgrind {:<12} {frames:>9} frames: {:>14} instructions",
+                    format!("{}{over}", kind.name()),
                     counts[slot]
                 );
             }
@@ -1228,7 +1246,13 @@ fn callgrind(
             .map(|(_, counts)| per(*counts));
         let _ = writeln!(
             table,
-            "Server instructions per frame (callgrind; {} conns x {} in flight x {} B; per frame = (instructions at {b} frames - at {a}) / {}, so start-up cancels out):\n",
+            "{}Server instructions per frame{} (callgrind; {} conns x {} in flight x {} B; per frame = (instructions at {b} frames - at {a}) / {}, so start-up and handshakes cancel out):\n",
+            if table.is_empty() { "" } else { "\n" },
+            if tls {
+                " over TLS (natter's echo with --tls-cert/--tls-key, raw = baseline-raw-tls)"
+            } else {
+                ""
+            },
             shape.connections,
             shape.in_flight,
             shape.size,
@@ -1263,7 +1287,7 @@ fn callgrind(
             }));
         }
         document.insert(
-            "servers".into(),
+            if tls { "tls_servers" } else { "servers" }.into(),
             json!({
                 "connections": shape.connections,
                 "in_flight": shape.in_flight,
