@@ -7,6 +7,7 @@
 //!   that comes back and prints one [`LoadReport`] as JSON;
 //! * `baseline-framed` and `baseline-raw` are the two yardsticks: the usual
 //!   `Framed` + `LinesCodec` loop, and a raw read/`memchr`/write loop;
+//!   `baseline-raw-tls` is the raw loop behind tokio-rustls;
 //! * `suite` starts each server in turn (natter's `echo` example and the
 //!   two baselines), runs `loadgen` against it, interleaves the servers over
 //!   several repetitions and prints medians and ratios.
@@ -16,6 +17,8 @@
 //! run it all is in BENCHMARKS.md at the root of the repository.
 
 use serde::{Deserialize, Serialize};
+
+pub mod tls;
 
 /// What one `loadgen` run measured; printed as one line of JSON.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -51,6 +54,22 @@ pub struct LoadReport {
     pub max_us: f64,
     /// Connections that failed to connect (`churn` retries them).
     pub connect_errors: u64,
+    /// `rate` mode: the rate asked for, requests per second in all.
+    #[serde(default)]
+    pub target_rate: f64,
+    /// `rate` mode: how late loadgen wrote its bursts after their
+    /// scheduled times, median and 99th percentile, microseconds (part of
+    /// the latencies above; large values mean loadgen could not keep the
+    /// schedule).
+    #[serde(default)]
+    pub send_lag_p50_us: f64,
+    /// See `send_lag_p50_us`.
+    #[serde(default)]
+    pub send_lag_p99_us: f64,
+    /// Which client sent the load: `hand` (loadgen's own loop) or `natter`
+    /// (one `ClientService` per connection).
+    #[serde(default)]
+    pub client: String,
 }
 
 /// Longest time any single step (a connect, a read) may take before the
@@ -123,16 +142,27 @@ where
     Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display,
 {
-    use std::process::ExitCode;
-    raise_fd_limit();
     let listen = match listen_arg() {
         Ok(listen) => listen,
         Err(error) => {
             eprintln!("{name}: {error}");
-            return ExitCode::from(2);
+            return std::process::ExitCode::from(2);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(&listen).await {
+    serve_on(name, &listen, echo).await
+}
+
+/// [`serve_baseline`] on an address already parsed: bind `listen`,
+/// announce it, run `echo` on every accepted connection.
+pub async fn serve_on<F, Fut, E>(name: &str, listen: &str, echo: F) -> std::process::ExitCode
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    use std::process::ExitCode;
+    raise_fd_limit();
+    let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!("{name}: cannot listen on {listen}: {error}");
@@ -173,4 +203,62 @@ pub fn listen_arg() -> Result<String, String> {
         }
     }
     Ok(listen)
+}
+
+/// The largest frame the baseline servers accept (natter's echo default).
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Same first read buffer as `Framed`.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// The raw echo loop of `baseline-raw` (and, over TLS, `baseline-raw-tls`):
+/// read into one `BytesMut`, find each `\n` with `memchr`, copy every
+/// complete frame of the read (one trailing `\r` removed, `\n` appended,
+/// the same bytes natter's line mode sends back) into one output buffer and
+/// write it with one `write_all` (and a `flush`, which TLS needs and a TCP
+/// stream does nothing for). No codec, no service, no per-frame
+/// allocation; a frame over [`MAX_FRAME`] closes the connection.
+pub async fn raw_echo<S>(mut stream: S) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use bytes::{Buf, BytesMut};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut input = BytesMut::with_capacity(READ_BUFFER);
+    let mut output = Vec::new();
+    loop {
+        if input.capacity() == input.len() {
+            input.reserve(READ_BUFFER);
+        }
+        let read = stream.read_buf(&mut input).await?;
+        let mut start = 0;
+        while let Some(offset) = memchr::memchr(b'\n', &input[start..]) {
+            let end = start + offset;
+            let frame = &input[start..end];
+            let frame = frame.strip_suffix(b"\r").unwrap_or(frame);
+            output.extend_from_slice(frame);
+            output.push(b'\n');
+            start = end + 1;
+        }
+        input.advance(start);
+        if read == 0 && !input.is_empty() {
+            // Bytes without a delimiter at half-close: the last frame.
+            let frame = input.split();
+            output.extend_from_slice(frame.strip_suffix(b"\r").unwrap_or(&frame));
+            output.push(b'\n');
+        }
+        if !output.is_empty() {
+            stream.write_all(&output).await?;
+            stream.flush().await?;
+            output.clear();
+        }
+        if read == 0 {
+            return Ok(());
+        }
+        if input.len() > MAX_FRAME + 1 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "frame too long",
+            ));
+        }
+    }
 }
