@@ -661,6 +661,102 @@ mod memory {
             .collect()
     }
 
+    /// A stream that, like a TLS session, keeps what it is given until it
+    /// is flushed, and whose first flush of each batch waits (waking its
+    /// task at once), as rustls's does when the socket is full.
+    struct HoldsUntilFlushed {
+        inner: tokio::io::DuplexStream,
+        held: Vec<u8>,
+        flushes: usize,
+    }
+
+    impl tokio::io::AsyncRead for HoldsUntilFlushed {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for HoldsUntilFlushed {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.held.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            use std::task::Poll;
+            if self.held.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            self.flushes += 1;
+            if self.flushes % 2 == 1 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let this = &mut *self;
+            while !this.held.is_empty() {
+                match std::pin::Pin::new(&mut this.inner).poll_write(cx, &this.held) {
+                    Poll::Ready(Ok(n)) => {
+                        this.held.drain(..n);
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::ready!(self.as_mut().poll_flush(cx))?;
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    impl natter::transport::Io for HoldsUntilFlushed {}
+
+    /// The driver flushes until the stream says it is done, even once it
+    /// has handed over every byte: a TLS session that took the last reply
+    /// but could not send it yet must be flushed again, or the reply stays
+    /// in it while the peer waits.
+    #[tokio::test]
+    async fn a_reply_the_stream_holds_until_a_second_flush_is_still_sent() {
+        let (server_end, mut client_end) = tokio::io::duplex(1024);
+        let io = HoldsUntilFlushed {
+            inner: server_end,
+            held: Vec::new(),
+            flushes: 0,
+        };
+        let served = tokio::spawn(Server::builder().serve_io(io, |_: &Conn| {
+            service_fn(|frame: Frame| async move { Ok::<_, Infallible>(frame) })
+        }));
+        for line in ["one\n", "two\n"] {
+            client_end.write_all(line.as_bytes()).await.unwrap();
+            let mut reply = vec![0; line.len()];
+            within(
+                "the reply the stream held",
+                client_end.read_exact(&mut reply),
+            )
+            .await
+            .unwrap();
+            assert_eq!(reply, line.as_bytes());
+        }
+        drop(client_end);
+        let _ = within("the connection to end", served).await;
+    }
+
     #[tokio::test]
     async fn serve_io_over_a_duplex_answers_in_order_through_partial_writes_and_a_half_close() {
         // A 16-byte pipe: every write of either side is partial.

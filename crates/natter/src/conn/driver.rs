@@ -543,7 +543,7 @@ where
     /// One write for the whole batch (or for its first 16 KiB).
     fn flush(&mut self, cx: &mut Context<'_>, finishing: bool, flush_at: usize) -> Flushed {
         let before = self.writer.len();
-        if before == 0 {
+        if !self.writer.has_work() {
             return Flushed::Wait;
         }
         match self.writer.poll_flush(self.io, cx) {

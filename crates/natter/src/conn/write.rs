@@ -21,6 +21,10 @@ pub(super) struct FrameWriter {
     buffer: BytesMut,
     /// Bytes written since [`take_written`](Self::take_written).
     written: u64,
+    /// The stream took every byte but its flush has not finished: a TLS
+    /// session, say, still holds records to send. It must be flushed again
+    /// even with nothing buffered here.
+    unflushed: bool,
 }
 
 impl FrameWriter {
@@ -28,6 +32,12 @@ impl FrameWriter {
     #[inline]
     pub(super) fn take_written(&mut self) -> u64 {
         std::mem::take(&mut self.written)
+    }
+
+    /// Whether there is anything to write or flush.
+    #[inline]
+    pub(super) fn has_work(&self) -> bool {
+        !self.buffer.is_empty() || self.unflushed
     }
 
     /// Bytes waiting to be written.
@@ -92,7 +102,9 @@ impl FrameWriter {
             self.buffer.advance(written);
             self.written += written as u64;
         }
-        Pin::new(io).poll_flush(cx)
+        let flushed = Pin::new(io).poll_flush(cx);
+        self.unflushed = flushed.is_pending();
+        flushed
     }
 
     /// Gives the buffer back while it is empty.
