@@ -209,6 +209,9 @@ struct Pass {
     /// A frame was read or the last handler finished: the idle deadline
     /// moves to now.
     active: bool,
+    /// The stream had nothing to read, and has our waker: reading again
+    /// before it wakes us would only find it empty again.
+    read_blocked: bool,
 }
 
 /// What the flush step decided.
@@ -456,6 +459,7 @@ where
             }
             let frame = match self.pending.take() {
                 Some(frame) => frame,
+                None if pass.read_blocked => break,
                 None => match self.reader.poll_next(self.io, cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         pass.active = true;
@@ -486,6 +490,7 @@ where
                         break;
                     }
                     Poll::Pending => {
+                        pass.read_blocked = true;
                         if *self.reading == Reading::Draining && !self.io.has_unread_input() {
                             self.stop_reading(CloseReason::Shutdown);
                         }
