@@ -31,7 +31,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -133,6 +133,9 @@ where
             close: Box::pin(conn.close_token().clone().cancelled_owned()),
             shutdown: Box::pin(signals.shutdown.clone().cancelled_owned()),
             cut: Box::pin(signals.cut.clone().cancelled_owned()),
+            signals: signals.clone(),
+            waker: None,
+            outbound_watched: false,
             conn,
             counters: events.counters().clone(),
             events,
@@ -183,6 +186,18 @@ pin_project! {
         close: Pin<Box<WaitForCancellationFutureOwned>>,
         shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
         cut: Pin<Box<WaitForCancellationFutureOwned>>,
+        // The tokens behind `shutdown` and `cut`.
+        signals: Signals,
+        // The waker `close`, `shutdown`, `cut` and `outbound` were last
+        // polled with. Their registrations stand while the task's waker is
+        // the same, so a check of the flags then replaces polling them,
+        // which takes their locks and costs as much as a few frames.
+        waker: Option<Waker>,
+        // `outbound` has our waker: it came up empty at a `poll_recv` and
+        // nothing was taken from it since. Then a cheap emptiness check
+        // replaces `poll_recv` (which takes the waker again and costs as
+        // much as a frame).
+        outbound_watched: bool,
         conn: Conn,
         events: EventSender,
         counters: Arc<Counters>,
@@ -202,10 +217,6 @@ pin_project! {
 /// What one poll has seen so far.
 #[derive(Default)]
 struct Pass {
-    /// `outbound` has our waker since it last came up empty. Once it has, a
-    /// cheap emptiness check replaces `poll_recv` (which takes the waker
-    /// again and costs as much as a frame) on every pass.
-    outbound_watched: bool,
     /// A frame was read or the last handler finished: the idle deadline
     /// moves to now.
     active: bool,
@@ -261,7 +272,7 @@ where
             // Move everything that is ready into the write buffer, reading
             // frames as long as there is room for them.
             loop {
-                let mut progress = this.take_sent(cx, &mut pass);
+                let mut progress = this.take_sent(cx);
                 progress |= this.take_replies(cx, &mut pass);
                 match this.read_frames(cx, &mut pass) {
                     Ok(read) => progress |= read,
@@ -358,6 +369,28 @@ where
 {
     /// Obeys the signals; returns whether the connection is cut.
     fn signals(&mut self, cx: &mut Context<'_>) -> bool {
+        if self
+            .waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            // Polled with this waker before: each signal sets its flag
+            // before it wakes us.
+            if self.signals.cut.is_cancelled() {
+                return true;
+            }
+            if *self.reading == Reading::Open {
+                if self.conn.close_requested() {
+                    self.stop_reading(CloseReason::Local);
+                } else if self.signals.shutdown.is_cancelled() {
+                    *self.reading = Reading::Draining;
+                    *self.reason = CloseReason::Shutdown;
+                }
+            }
+            return false;
+        }
+        *self.waker = Some(cx.waker().clone());
+        *self.outbound_watched = false;
         if self.cut.as_mut().poll(cx).is_ready() {
             return true;
         }
@@ -373,9 +406,9 @@ where
     }
 
     /// Frames sent through `Conn`, into the write buffer.
-    fn take_sent(&mut self, cx: &mut Context<'_>, pass: &mut Pass) -> bool {
+    fn take_sent(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
-        if pass.outbound_watched && self.outbound.is_empty() {
+        if *self.outbound_watched && self.outbound.is_empty() {
             return false;
         }
         while self.writer.len() < self.limits.write_buffer {
@@ -387,7 +420,7 @@ where
                 }
                 Poll::Ready(None) => break,
                 Poll::Pending => {
-                    pass.outbound_watched = true;
+                    *self.outbound_watched = true;
                     break;
                 }
             }
@@ -420,6 +453,8 @@ where
         // What the handler sent itself was queued before it finished, so it
         // goes before the reply.
         if !self.outbound.is_empty() {
+            // Whatever woke us for these took our waker with it.
+            *self.outbound_watched = false;
             while let Ok(bytes) = self.outbound.try_recv() {
                 self.writer.put(&bytes);
                 self.tally.frames_written += 1;
@@ -538,6 +573,7 @@ where
             *self.reading == Reading::Done && self.pending.is_none() && self.pipeline.is_empty();
         if finishing {
             self.outbound.close();
+            *self.outbound_watched = false;
             while let Ok(bytes) = self.outbound.try_recv() {
                 self.writer.put(&bytes);
             }
