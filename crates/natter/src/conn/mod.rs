@@ -558,6 +558,7 @@ impl Conn {
         self.close_requested() || self.shared.closed.is_cancelled()
     }
 
+    #[inline]
     pub(crate) fn close_requested(&self) -> bool {
         self.shared.closing.load(Ordering::Acquire)
     }
