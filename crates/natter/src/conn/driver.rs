@@ -270,10 +270,12 @@ where
         let mut pass = Pass::default();
         loop {
             // Move everything that is ready into the write buffer, reading
-            // frames as long as there is room for them.
+            // frames as long as there is room for them. (Frames sent
+            // through `Conn` later wake us, or come before the reply of the
+            // handler that sent them.)
+            this.take_sent(cx);
             loop {
-                let mut progress = this.take_sent(cx);
-                progress |= this.take_replies(cx, &mut pass);
+                let mut progress = this.take_replies(cx, &mut pass);
                 match this.read_frames(cx, &mut pass) {
                     Ok(read) => progress |= read,
                     Err(exit) => return Poll::Ready(exit),
@@ -406,17 +408,15 @@ where
     }
 
     /// Frames sent through `Conn`, into the write buffer.
-    fn take_sent(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = false;
+    fn take_sent(&mut self, cx: &mut Context<'_>) {
         if *self.outbound_watched && self.outbound.is_empty() {
-            return false;
+            return;
         }
         while self.writer.len() < self.limits.write_buffer {
             match self.outbound.poll_recv(cx) {
                 Poll::Ready(Some(bytes)) => {
                     self.writer.put(&bytes);
                     self.tally.frames_written += 1;
-                    progress = true;
                 }
                 Poll::Ready(None) => break,
                 Poll::Pending => {
@@ -425,7 +425,6 @@ where
                 }
             }
         }
-        progress
     }
 
     /// Handlers that finished, in frame order: their replies into the write
