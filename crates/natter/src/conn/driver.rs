@@ -136,6 +136,7 @@ where
             signals: signals.clone(),
             waker: None,
             outbound_watched: false,
+            sent: 0,
             conn,
             counters: events.counters().clone(),
             events,
@@ -198,6 +199,8 @@ pin_project! {
         // replaces `poll_recv` (which takes the waker again and costs as
         // much as a frame).
         outbound_watched: bool,
+        // `Conn::sent` when the driver last took what handlers sent.
+        sent: u64,
         conn: Conn,
         events: EventSender,
         counters: Arc<Counters>,
@@ -451,7 +454,9 @@ where
         }
         // What the handler sent itself was queued before it finished, so it
         // goes before the reply.
-        if !self.outbound.is_empty() {
+        let sent = self.conn.sent();
+        if sent != *self.sent {
+            *self.sent = sent;
             // Whatever woke us for these took our waker with it.
             *self.outbound_watched = false;
             while let Ok(bytes) = self.outbound.try_recv() {
