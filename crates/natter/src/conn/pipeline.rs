@@ -73,18 +73,6 @@ fn poll_handler<F: HandlerFuture>(
 }
 
 pin_project! {
-    /// The single frame in flight.
-    #[project = SlotProjection]
-    enum Slot<F> {
-        Empty,
-        Running { #[pin] future: F },
-        // The frame failed before it had a future (`call` panicked, or it
-        // could not be decoded); this is its result.
-        Failed { error: Option<BoxError> },
-    }
-}
-
-pin_project! {
     /// One of several frames in flight.
     #[project = InFlightProjection]
     enum InFlight<F> {
@@ -122,8 +110,12 @@ pin_project! {
     #[project = Projection]
     enum Inner<F: HandlerFuture> {
         Single {
+            // The frame in flight, if it has a future.
             #[pin]
-            slot: Slot<F>,
+            slot: Option<F>,
+            // The frame in flight failed before it had a future (`call`
+            // panicked, or it could not be decoded): this is its result.
+            failed: Option<BoxError>,
             deadline: Deadline,
         },
         Many {
@@ -139,7 +131,8 @@ impl<F: HandlerFuture> Pipeline<F> {
     pub(crate) fn new(max_in_flight: usize, timeout: Option<Duration>) -> Self {
         let inner = if max_in_flight <= 1 {
             Inner::Single {
-                slot: Slot::Empty,
+                slot: None,
+                failed: None,
                 deadline: Deadline::new(timeout),
             }
         } else {
@@ -169,8 +162,8 @@ impl<F: HandlerFuture> Pipeline<F> {
         *this.len += 1;
         match this.inner.project() {
             Projection::Single { mut slot, .. } => {
-                debug_assert!(matches!(*slot, Slot::Empty), "one frame at a time");
-                slot.set(Slot::Running { future });
+                debug_assert!(slot.is_none(), "one frame at a time");
+                slot.set(Some(future));
             }
             Projection::Many { queue, timeout } => {
                 queue.push_back(InFlight::Running {
@@ -187,7 +180,7 @@ impl<F: HandlerFuture> Pipeline<F> {
         let this = self.project();
         *this.len += 1;
         match this.inner.project() {
-            Projection::Single { mut slot, .. } => slot.set(Slot::Failed { error: Some(error) }),
+            Projection::Single { failed, .. } => *failed = Some(error),
             Projection::Many { queue, .. } => {
                 queue.push_back(InFlight::Failed { error: Some(error) })
             }
@@ -208,23 +201,23 @@ impl<F: HandlerFuture> Pipeline<F> {
             return Poll::Ready(None);
         }
         let done = match this.inner.project() {
-            Projection::Single { mut slot, deadline } => {
-                let done = match slot.as_mut().project() {
-                    SlotProjection::Running { future } => {
-                        match poll_handler(future, deadline, cx) {
-                            Poll::Ready(done) => done,
-                            Poll::Pending => return Poll::Pending,
-                        }
+            Projection::Single {
+                mut slot,
+                failed,
+                deadline,
+            } => match slot.as_mut().as_pin_mut() {
+                Some(future) => match poll_handler(future, deadline, cx) {
+                    Poll::Ready(done) => {
+                        slot.set(None);
+                        done
                     }
-                    SlotProjection::Empty => return Poll::Ready(None),
-                    SlotProjection::Failed { error } => Done {
-                        result: Err(error.take().expect("a failed slot holds its error")),
-                        waited: None,
-                    },
-                };
-                slot.set(Slot::Empty);
-                done
-            }
+                    Poll::Pending => return Poll::Pending,
+                },
+                None => Done {
+                    result: Err(failed.take().expect("the frame in flight failed")),
+                    waited: None,
+                },
+            },
             Projection::Many { queue, .. } => match Pin::new(queue).poll_next(cx) {
                 Poll::Ready(Some(done)) => done,
                 Poll::Ready(None) => return Poll::Ready(None),
