@@ -51,10 +51,11 @@ pub(super) struct FrameReader<C> {
 
 impl<C> FrameReader<C>
 where
-    C: Decoder<Item = Frame>,
+    C: Decoder<Item = Frame> + 'static,
     C::Error: Into<BoxError>,
 {
-    pub(super) fn new(codec: C) -> Self {
+    pub(super) fn new(mut codec: C) -> Self {
+        crate::codec::cut_in_batches(&mut codec);
         FrameReader {
             codec,
             buffer: BytesMut::new(),
