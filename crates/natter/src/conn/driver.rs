@@ -43,7 +43,7 @@ use tower::Service;
 
 use super::close;
 use super::offer::{Offer, offer};
-use super::pipeline::{Done, HandlerFuture, Pipeline};
+use super::pipeline::{HandlerFuture, Outcome, Pipeline};
 use super::read::{FrameReader, ReadError};
 use super::write::FrameWriter;
 use super::{Conn, ConnConfig, ErrorHook, Outbound};
@@ -435,11 +435,11 @@ where
     fn take_replies(&mut self, cx: &mut Context<'_>, pass: &mut Pass) -> bool {
         let mut progress = false;
         while self.writer.len() < self.limits.write_buffer {
-            let Poll::Ready(Some(done)) = self.pipeline.as_mut().poll_next(cx) else {
+            let Poll::Ready(Some(outcome)) = self.pipeline.as_mut().poll_next(cx) else {
                 break;
             };
             progress = true;
-            self.settle(done, pass);
+            self.settle(outcome, pass);
         }
         progress
     }
@@ -447,8 +447,8 @@ where
     /// A frame's outcome, in its turn: its reply into the write buffer, or
     /// its failure to the error policy.
     #[inline]
-    fn settle(&mut self, done: Done<S::Response>, pass: &mut Pass) {
-        match done.waited {
+    fn settle(&mut self, outcome: Outcome<S::Response>, pass: &mut Pass) {
+        match self.pipeline.waited() {
             None => self.tally.immediate += 1,
             Some(took) => self.counters.handler_took(took),
         }
@@ -464,7 +464,7 @@ where
                 self.tally.frames_written += 1;
             }
         }
-        match done.result {
+        match outcome {
             // After a frame that closed the connection nothing is answered,
             // not even frames already in flight.
             Ok(_) if *self.failed => {}

@@ -44,21 +44,26 @@ where
     type Error = E;
 }
 
-/// A frame's outcome, in its turn.
-pub(crate) struct Done<R> {
-    pub(crate) result: Result<R, BoxError>,
-    /// How long the handler waited; `None` if it answered at once.
-    pub(crate) waited: Option<Duration>,
+/// A frame's outcome: its handler's reply or failure.
+pub(crate) type Outcome<R> = Result<R, BoxError>;
+
+/// A frame's outcome, and how long its handler waited (`None` if it
+/// answered at once).
+struct Done<R> {
+    outcome: Outcome<R>,
+    waited: Option<Duration>,
 }
 
-/// Polls a handler's future with panics caught and its deadline applied.
+/// Polls a handler's future with panics caught and its deadline applied;
+/// once it is done, `waited` says how long it waited.
 #[inline]
 fn poll_handler<F: HandlerFuture>(
     future: Pin<&mut F>,
     deadline: &mut Deadline,
+    waited: &mut Option<Duration>,
     cx: &mut Context<'_>,
-) -> Poll<Done<F::Response>> {
-    let result = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+) -> Poll<Outcome<F::Response>> {
+    let outcome = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
         Ok(Poll::Ready(output)) => output.map_err(Into::into),
         Ok(Poll::Pending) => match deadline.poll_expired(cx) {
             Poll::Ready(error) => Err(error),
@@ -66,10 +71,8 @@ fn poll_handler<F: HandlerFuture>(
         },
         Err(payload) => Err(panic_error(payload)),
     };
-    Poll::Ready(Done {
-        result,
-        waited: deadline.disarm(),
-    })
+    *waited = deadline.disarm();
+    Poll::Ready(outcome)
 }
 
 pin_project! {
@@ -87,9 +90,13 @@ impl<F: HandlerFuture> Future for InFlight<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            InFlightProjection::Running { future, deadline } => poll_handler(future, deadline, cx),
+            InFlightProjection::Running { future, deadline } => {
+                let mut waited = None;
+                poll_handler(future, deadline, &mut waited, cx)
+                    .map(|outcome| Done { outcome, waited })
+            }
             InFlightProjection::Failed { error } => Poll::Ready(Done {
-                result: Err(error.take().expect("polled after it finished")),
+                outcome: Err(error.take().expect("polled after it finished")),
                 waited: None,
             }),
         }
@@ -101,6 +108,8 @@ pin_project! {
         // Frames in hand, kept here because the driver asks after every
         // step.
         len: usize,
+        // How long the handler of the last outcome waited.
+        waited: Option<Duration>,
         #[pin]
         inner: Inner<F>,
     }
@@ -141,7 +150,11 @@ impl<F: HandlerFuture> Pipeline<F> {
                 timeout,
             }
         };
-        Pipeline { len: 0, inner }
+        Pipeline {
+            len: 0,
+            waited: None,
+            inner,
+        }
     }
 
     #[inline]
@@ -187,6 +200,13 @@ impl<F: HandlerFuture> Pipeline<F> {
         }
     }
 
+    /// How long the handler of the last outcome [`poll_next`](Self::poll_next)
+    /// returned waited; `None` if it answered at once.
+    #[inline]
+    pub(crate) fn waited(&self) -> Option<Duration> {
+        self.waited
+    }
+
     /// The next outcome in frame order; `Ready(None)` when empty. A handler
     /// that panics yields [`Error::Panic`](crate::Error::Panic), one that
     /// runs out of time [`Error::HandlerTimeout`](crate::Error::HandlerTimeout),
@@ -195,36 +215,39 @@ impl<F: HandlerFuture> Pipeline<F> {
     pub(crate) fn poll_next(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Done<F::Response>>> {
+    ) -> Poll<Option<Outcome<F::Response>>> {
         let this = self.project();
         if *this.len == 0 {
             return Poll::Ready(None);
         }
-        let done = match this.inner.project() {
+        let outcome = match this.inner.project() {
             Projection::Single {
                 mut slot,
                 failed,
                 deadline,
             } => match slot.as_mut().as_pin_mut() {
-                Some(future) => match poll_handler(future, deadline, cx) {
-                    Poll::Ready(done) => {
+                Some(future) => match poll_handler(future, deadline, this.waited, cx) {
+                    Poll::Ready(outcome) => {
                         slot.set(None);
-                        done
+                        outcome
                     }
                     Poll::Pending => return Poll::Pending,
                 },
-                None => Done {
-                    result: Err(failed.take().expect("the frame in flight failed")),
-                    waited: None,
-                },
+                None => {
+                    *this.waited = None;
+                    Err(failed.take().expect("the frame in flight failed"))
+                }
             },
             Projection::Many { queue, .. } => match Pin::new(queue).poll_next(cx) {
-                Poll::Ready(Some(done)) => done,
+                Poll::Ready(Some(done)) => {
+                    *this.waited = done.waited;
+                    done.outcome
+                }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             },
         };
         *this.len -= 1;
-        Poll::Ready(Some(done))
+        Poll::Ready(Some(outcome))
     }
 }
