@@ -76,7 +76,7 @@ where
     /// The next frame: decoded from what is buffered if it can be, else
     /// after reading more. `Ready(None)` once the peer half-closed and
     /// every frame before that was returned.
-    #[inline]
+    #[inline(always)]
     pub(super) fn poll_next<T: AsyncRead + Unpin>(
         &mut self,
         io: &mut T,
