@@ -37,6 +37,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
+use tokio::task::coop;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::Service;
@@ -423,7 +424,9 @@ where
                 }
                 Poll::Ready(None) => break,
                 Poll::Pending => {
-                    *self.outbound_watched = true;
+                    // Unless it was only out of budget (tokio's `coop`),
+                    // which wakes us without keeping our waker.
+                    *self.outbound_watched = coop::has_budget_remaining();
                     break;
                 }
             }
