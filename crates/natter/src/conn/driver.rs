@@ -129,6 +129,7 @@ where
             reading: Reading::Open,
             idle_deadline,
             idle_timer: sleep_until(idle_deadline),
+            idle_watched: false,
             write_deadline: None,
             write_timer: sleep_until(now),
             close: Box::pin(conn.close_token().clone().cancelled_owned()),
@@ -182,6 +183,9 @@ pin_project! {
         idle_deadline: Instant,
         #[pin]
         idle_timer: Sleep,
+        // `idle_timer` has our waker: it was polled with `waker` and not
+        // reset since, so until it fires, polling it again changes nothing.
+        idle_watched: bool,
         write_deadline: Option<Instant>,
         #[pin]
         write_timer: Sleep,
@@ -397,6 +401,7 @@ where
         }
         *self.waker = Some(cx.waker().clone());
         *self.outbound_watched = false;
+        *self.idle_watched = false;
         if self.cut.as_mut().poll(cx).is_ready() {
             return true;
         }
@@ -633,19 +638,32 @@ where
             pass.active = false;
         }
         let deadline = *self.idle_deadline;
-        let mut fired = self.idle_timer.as_mut().poll(cx).is_ready();
+        let mut fired = if *self.idle_watched {
+            self.idle_timer.is_elapsed()
+        } else {
+            self.poll_idle_timer(cx)
+        };
         if fired && self.idle_timer.deadline() < deadline {
             // The timer was set for an older deadline and frames came
             // since: set it for the current one. A busy connection so
             // touches the timer wheel once per timeout period, not once per
             // batch.
             self.idle_timer.as_mut().reset(deadline);
-            fired = self.idle_timer.as_mut().poll(cx).is_ready();
+            fired = self.poll_idle_timer(cx);
         }
         if fired {
             self.stop_reading(CloseReason::Error);
             self.report(Error::IdleTimeout(timeout), true);
         }
+        fired
+    }
+
+    /// Polls the idle timer; returns whether it fired.
+    fn poll_idle_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let fired = self.idle_timer.as_mut().poll(cx).is_ready();
+        // Unless it was only out of budget (tokio's `coop`), which wakes
+        // us without keeping our waker, it has our waker until it fires.
+        *self.idle_watched = !fired && coop::has_budget_remaining();
         fired
     }
 
