@@ -31,6 +31,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -60,9 +61,42 @@ use crate::{BoxError, Error, Frame, IntoReply};
 pub(crate) struct Signals {
     /// Graceful shutdown: read what the stream already holds, answer it,
     /// close.
-    pub(crate) shutdown: CancellationToken,
+    shutdown: CancellationToken,
     /// Stop now.
-    pub(crate) cut: CancellationToken,
+    cut: CancellationToken,
+    /// Set before either token is cancelled: a connection that has
+    /// registered for both checks this flag alone while it is not set.
+    raised: Arc<AtomicBool>,
+}
+
+impl Signals {
+    /// Starts a graceful shutdown.
+    pub(crate) fn shut_down(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.shutdown.cancel();
+    }
+
+    /// Stops every connection now.
+    pub(crate) fn cut(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.cut.cancel();
+    }
+
+    /// Waits for [`shut_down`](Self::shut_down).
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Waits for [`cut`](Self::cut).
+    pub(crate) fn cut_token(&self) -> &CancellationToken {
+        &self.cut
+    }
+
+    /// Whether either signal was given.
+    #[inline]
+    fn raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
 }
 
 /// Replies that fill this many bytes are written at once, mid-batch: a
@@ -386,13 +420,14 @@ where
         {
             // Polled with this waker before: each signal sets its flag
             // before it wakes us.
-            if self.signals.cut.is_cancelled() {
+            let raised = self.signals.raised();
+            if raised && self.signals.cut.is_cancelled() {
                 return true;
             }
             if *self.reading == Reading::Open {
                 if self.conn.close_requested() {
                     self.stop_reading(CloseReason::Local);
-                } else if self.signals.shutdown.is_cancelled() {
+                } else if raised && self.signals.shutdown.is_cancelled() {
                     *self.reading = Reading::Draining;
                     *self.reason = CloseReason::Shutdown;
                 }
