@@ -500,12 +500,7 @@ where
         let sent = self.conn.sent();
         if sent != *self.sent {
             *self.sent = sent;
-            // Whatever woke us for these took our waker with it.
-            *self.outbound_watched = false;
-            while let Ok(bytes) = self.outbound.try_recv() {
-                self.writer.put(&bytes);
-                self.tally.frames_written += 1;
-            }
+            self.take_sent_now();
         }
         match outcome {
             // After a frame that closed the connection nothing is answered,
@@ -519,11 +514,28 @@ where
                     }
                 }
             }
-            Err(error) => self.frame_failed(Error::from_service(error)),
+            Err(error) => self.handler_failed(error),
         }
         if self.pipeline.is_empty() {
             pass.active = true;
         }
+    }
+
+    /// What handlers sent through `Conn`, into the write buffer before
+    /// their replies.
+    #[cold]
+    fn take_sent_now(&mut self) {
+        // Whatever woke us for these took our waker with it.
+        *self.outbound_watched = false;
+        while let Ok(bytes) = self.outbound.try_recv() {
+            self.writer.put(&bytes);
+            self.tally.frames_written += 1;
+        }
+    }
+
+    #[cold]
+    fn handler_failed(&mut self, error: BoxError) {
+        self.frame_failed(Error::from_service(error));
     }
 
     /// New frames, handed to the service while there is room for them. A
