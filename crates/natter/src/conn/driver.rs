@@ -561,23 +561,14 @@ where
                         frame
                     }
                     Poll::Ready(Some(Err(ReadError::Decode { error, resumable }))) => {
-                        if resumable && self.on_error.is_some() {
-                            // Answered (or not) in its turn, after the
-                            // frames before it.
-                            self.pipeline.as_mut().push_failed(Box::new(error));
+                        if self.refused(error, resumable) {
                             progress = true;
                             continue;
                         }
-                        // Without a hook the answer is known: close, after
-                        // answering the frames before this one.
-                        self.stop_reading(CloseReason::Error);
-                        self.report(error, true);
                         break;
                     }
                     Poll::Ready(Some(Err(ReadError::Io(error)))) => {
-                        self.stop_reading(CloseReason::Error);
-                        self.report(Error::from(error), true);
-                        return Err(Exit::Aborted);
+                        return Err(self.read_failed(error));
                     }
                     Poll::Ready(None) => {
                         self.stop_reading(CloseReason::Peer);
@@ -595,8 +586,7 @@ where
             // A span per frame, at trace level only: otherwise it costs one
             // check of the level.
             let offered = if tracing::level_enabled!(tracing::Level::TRACE) {
-                let span = tracing::trace_span!("frame", len = frame.len());
-                span.in_scope(|| offer(self.service, frame, cx))
+                self.offer_traced(frame, cx)
             } else {
                 offer(self.service, frame, cx)
             };
@@ -610,10 +600,7 @@ where
                     progress = true;
                 }
                 Offer::Unusable(error) => {
-                    // A service that fails readiness cannot take frames any
-                    // more.
-                    self.stop_reading(CloseReason::Error);
-                    self.report(Error::from_service(error), true);
+                    self.unusable(error);
                     break;
                 }
                 Offer::Busy(frame) => {
@@ -623,6 +610,43 @@ where
             }
         }
         Ok(progress)
+    }
+
+    /// `offer`, in a span of its own.
+    #[cold]
+    fn offer_traced(&mut self, frame: Frame, cx: &mut Context<'_>) -> Offer<S::Future> {
+        let span = tracing::trace_span!("frame", len = frame.len());
+        span.in_scope(|| offer(self.service, frame, cx))
+    }
+
+    /// The codec refused a frame: returns whether it goes on (the hook
+    /// answers the frame in its turn, after the frames before it).
+    #[cold]
+    fn refused(&mut self, error: Error, resumable: bool) -> bool {
+        if resumable && self.on_error.is_some() {
+            self.pipeline.as_mut().push_failed(Box::new(error));
+            return true;
+        }
+        // Without a hook the answer is known: close, after answering the
+        // frames before this one.
+        self.stop_reading(CloseReason::Error);
+        self.report(error, true);
+        false
+    }
+
+    /// The stream failed.
+    #[cold]
+    fn read_failed(&mut self, error: std::io::Error) -> Exit {
+        self.stop_reading(CloseReason::Error);
+        self.report(Error::from(error), true);
+        Exit::Aborted
+    }
+
+    /// A service that fails readiness cannot take frames any more.
+    #[cold]
+    fn unusable(&mut self, error: BoxError) {
+        self.stop_reading(CloseReason::Error);
+        self.report(Error::from_service(error), true);
     }
 
     /// Whether the connection has nothing left but writing; if so, refuses
