@@ -329,8 +329,15 @@ impl DelimiterCodec {
         };
         let at = find(delimiter, &self.ready).expect("every frame of a batch ends at a delimiter");
         let len = self.strip_cr(&self.ready[..at]);
-        let mut frame = self.ready.split_to(at + 1);
-        frame.truncate(len);
+        if at + 1 == self.ready.len() {
+            // The last one: the batch is done, and keeps no hold on the
+            // read buffer.
+            let mut frame = std::mem::take(&mut self.ready);
+            frame.truncate(len);
+            return Frame::from(frame);
+        }
+        let frame = self.ready.slice(..len);
+        self.ready.advance(at + 1);
         Frame::from(frame)
     }
 
