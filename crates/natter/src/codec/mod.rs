@@ -32,6 +32,7 @@ pub use frames::{FrameCodec, Frames};
 pub use json::JsonCodec;
 
 use std::any::Any;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -168,8 +169,14 @@ pub struct DelimiterCodec {
     /// [`cut_in_batches`]).
     batches: bool,
     /// Frames cut from the buffer in one piece, each with its delimiter,
-    /// not returned yet.
-    ready: Bytes,
+    /// and where the next one to hand out starts.
+    batch: Bytes,
+    next: usize,
+    /// Where the last frame handed out of `batch` lies in memory. `batch`
+    /// keeps those bytes alive and unchanged, and they hold no delimiter:
+    /// a frame to send that lies within them (an echo of the frame, or of
+    /// part of it) needs no search for one.
+    last: Range<usize>,
 }
 
 impl PartialEq for DelimiterCodec {
@@ -196,7 +203,9 @@ impl DelimiterCodec {
             next_index: 0,
             discarding: false,
             batches: false,
-            ready: Bytes::new(),
+            batch: Bytes::new(),
+            next: 0,
+            last: 0..0,
         }
     }
 
@@ -317,8 +326,15 @@ impl DelimiterCodec {
         let end = at + 1 + last + 1;
         // No delimiter between the last one and the window's end.
         self.next_index = window - end;
-        self.ready = buf.split_to(end).freeze();
-        self.next_ready()
+        self.batch = buf.split_to(end).freeze();
+        self.next = 0;
+        self.hand_out(at)
+    }
+
+    /// Whether a batch has frames not handed out yet.
+    #[inline]
+    fn batch_ready(&self) -> bool {
+        self.next < self.batch.len()
     }
 
     /// The next frame of a batch.
@@ -327,18 +343,39 @@ impl DelimiterCodec {
             Delimiter::Byte(byte) => byte,
             _ => b'\n',
         };
-        let at = find(delimiter, &self.ready).expect("every frame of a batch ends at a delimiter");
-        let len = self.strip_cr(&self.ready[..at]);
-        if at + 1 == self.ready.len() {
-            // The last one: the batch is done, and keeps no hold on the
-            // read buffer.
-            let mut frame = std::mem::take(&mut self.ready);
-            frame.truncate(len);
-            return Frame::from(frame);
-        }
-        let frame = self.ready.slice(..len);
-        self.ready.advance(at + 1);
+        let at = find(delimiter, &self.batch[self.next..])
+            .expect("every frame of a batch ends at a delimiter");
+        self.hand_out(at)
+    }
+
+    /// Hands out the frame of the batch whose delimiter is `at` bytes on.
+    fn hand_out(&mut self, at: usize) -> Frame {
+        let start = self.next;
+        let len = self.strip_cr(&self.batch[start..start + at]);
+        let frame = self.batch.slice(start..start + len);
+        self.next = start + at + 1;
+        let address = frame.as_ptr() as usize;
+        self.last = address..address + len;
         Frame::from(frame)
+    }
+
+    /// Whether `data` lies within the last frame handed out of the batch,
+    /// which is still held: then it holds no delimiter, and is no longer
+    /// than the limit.
+    #[inline]
+    fn handed_out(&self, data: &[u8]) -> bool {
+        let address = data.as_ptr() as usize;
+        self.last.start <= address && address + data.len() <= self.last.end
+    }
+
+    /// Lets go of a batch whose frames were all handed out, so that the
+    /// read buffer is the only one to hold its memory again.
+    fn end_batch(&mut self) {
+        if !self.batch_ready() {
+            self.batch = Bytes::new();
+            self.next = 0;
+            self.last = 0..0;
+        }
     }
 
     /// Single-byte and line mode.
@@ -435,6 +472,18 @@ impl DelimiterCodec {
         }
     }
 
+    /// [`check_frame`](Self::check_frame) in byte and line mode.
+    #[inline]
+    fn check_byte_frame(&self, byte: u8, data: &[u8]) -> Result<(), CodecError> {
+        if data.len() > self.max_frame_length {
+            return Err(self.too_long_to_send(data.len()));
+        }
+        if let Some(offset) = find(byte, data) {
+            return Err(CodecError::DelimiterInFrame { offset });
+        }
+        Ok(())
+    }
+
     #[cold]
     fn too_long_to_send(&self, len: usize) -> CodecError {
         CodecError::FrameTooLongToSend {
@@ -485,6 +534,15 @@ pub(crate) fn cut_in_batches<C: Any>(codec: &mut C) {
     }
 }
 
+/// Lets a codec that [`cut_in_batches`] go of its batch once every frame of
+/// it was handed out: a connection does this before it gives its read
+/// buffer back while it waits.
+pub(crate) fn end_batch<C: Any>(codec: &mut C) {
+    if let Some(codec) = (codec as &mut dyn Any).downcast_mut::<DelimiterCodec>() {
+        codec.end_batch();
+    }
+}
+
 /// How far the inlined search looks before handing over to
 /// `memchr::memchr`: past a 64 B frame and its delimiter. (256 decoded and
 /// encoded 1 KiB frames about 3 % slower, 64 B frames the same.)
@@ -526,7 +584,7 @@ impl Decoder for DelimiterCodec {
 
     #[inline]
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
-        if !self.ready.is_empty() {
+        if self.batch_ready() {
             return Ok(Some(self.next_ready()));
         }
         match &self.delimiter {
@@ -593,11 +651,10 @@ impl<T: AsRef<[u8]>> Encoder<T> for DelimiterCodec {
                 return Ok(());
             }
         };
-        if data.len() > self.max_frame_length {
-            return Err(self.too_long_to_send(data.len()));
-        }
-        if let Some(offset) = find(byte, data) {
-            return Err(CodecError::DelimiterInFrame { offset });
+        // A frame this codec just decoded, or part of one, is known to
+        // fit.
+        if !self.handed_out(data) {
+            self.check_byte_frame(byte, data)?;
         }
         dst.reserve(data.len() + 1);
         dst.put_slice(data);

@@ -377,10 +377,7 @@ fn a_batch_keeps_its_frames_within_the_limit_together() {
     cut_in_batches(&mut codec);
     let mut buf = BytesMut::from(&b"ab\ncd\nefghij\nk\n"[..]);
     assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "ab");
-    assert!(
-        codec.ready.is_empty(),
-        "the next frame would pass the limit"
-    );
+    assert!(!codec.batch_ready(), "the next frame would pass the limit");
     assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "cd");
     assert!(matches!(
         codec.decode(&mut buf),
@@ -388,6 +385,51 @@ fn a_batch_keeps_its_frames_within_the_limit_together() {
     ));
     assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "k");
     assert_eq!(codec.decode(&mut buf).unwrap(), None);
+}
+
+#[test]
+fn a_batch_is_let_go_once_handed_out() {
+    let mut codec = DelimiterCodec::lines();
+    cut_in_batches(&mut codec);
+    let mut buf = BytesMut::from(&b"a\nb\nc"[..]);
+    assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "a");
+    end_batch(&mut codec);
+    assert!(codec.batch_ready(), "a frame of the batch is still to come");
+    assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "b");
+    end_batch(&mut codec);
+    assert!(codec.batch.is_empty() && codec.last.is_empty());
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+}
+
+#[test]
+fn a_frame_just_decoded_is_sent_back_as_it_came() {
+    let mut codec = DelimiterCodec::lines().max_frame_length(16);
+    cut_in_batches(&mut codec);
+    let mut buf = BytesMut::from(&b"one\r\ntwo\nthree\n"[..]);
+    let one = codec.decode(&mut buf).unwrap().unwrap();
+    let mut out = BytesMut::new();
+    codec.encode(one.clone(), &mut out).unwrap();
+    codec.encode(one.slice(1..), &mut out).unwrap();
+    assert_eq!(&out[..], b"one\nne\n");
+    // Anything else is checked as always, even bytes of the same batch.
+    let two = codec.decode(&mut buf).unwrap().unwrap();
+    assert_eq!(two, "two");
+    let across = Frame::from(codec.batch.slice(codec.next - 4..codec.next + 2));
+    assert_eq!(across, "two\nth");
+    assert!(matches!(
+        codec.encode(across, &mut out),
+        Err(CodecError::DelimiterInFrame { offset: 3 })
+    ));
+    assert!(matches!(
+        codec.encode(Frame::from("x\ny"), &mut out),
+        Err(CodecError::DelimiterInFrame { offset: 1 })
+    ));
+    assert!(matches!(
+        codec.encode(Frame::from("0123456789abcdefg"), &mut out),
+        Err(CodecError::FrameTooLongToSend { .. })
+    ));
+    codec.encode(two, &mut out).unwrap();
+    assert_eq!(&out[..], b"one\nne\ntwo\n");
 }
 
 #[test]
@@ -452,6 +494,56 @@ mod batches {
                 decode_all_batched(codec.clone(), &chunks),
                 decode_all(codec, &chunks)
             );
+        }
+
+        /// Sending back what a batched codec decoded, whole or in part,
+        /// writes what a plain codec writes.
+        #[test]
+        fn a_batched_codec_encodes_its_frames_as_a_plain_one_does(
+            (input, reads) in stream(),
+            limit in prop::option::of(0usize..12),
+            byte in any::<bool>(),
+            skip in 0usize..3,
+            before in 0usize..3,
+            after in 0usize..3,
+        ) {
+            let codec = if byte { DelimiterCodec::byte(b';') } else { DelimiterCodec::lines() };
+            let mut plain = match limit {
+                Some(limit) => codec.max_frame_length(limit),
+                None => codec,
+            };
+            let mut batched = plain.clone();
+            cut_in_batches(&mut batched);
+            let mut buf = BytesMut::new();
+            for chunk in cut(&input, &reads) {
+                buf.extend_from_slice(chunk);
+                loop {
+                    match batched.decode(&mut buf) {
+                        Ok(Some(frame)) => {
+                            let part = frame.slice(skip.min(frame.len())..);
+                            // And bytes around it, when it came in a batch.
+                            let batch = &batched.batch;
+                            let around = if batched.last.is_empty() || batch.is_empty() {
+                                part.clone()
+                            } else {
+                                let start = batched.last.start - batch.as_ptr() as usize;
+                                let end = (start + batched.last.len() + after).min(batch.len());
+                                Frame::from(batch.slice(start.saturating_sub(before)..end))
+                            };
+                            for reply in [frame, part, around] {
+                                let (mut ours, mut theirs) = (BytesMut::new(), BytesMut::new());
+                                let ours_ok = batched.encode(reply.clone(), &mut ours).is_ok();
+                                let theirs_ok = plain.encode(reply, &mut theirs).is_ok();
+                                prop_assert_eq!(ours_ok, theirs_ok);
+                                prop_assert_eq!(&ours[..], &theirs[..]);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => {}
+                    }
+                }
+                end_batch(&mut batched);
+            }
         }
     }
 }

@@ -152,9 +152,8 @@ where
         let idle_deadline = config.idle_timeout.map_or(now, |timeout| now + timeout);
         Driver {
             io,
-            reader: FrameReader::new(config.codec.clone()),
+            reader: FrameReader::new(config.codec),
             writer: FrameWriter::default(),
-            encoder: config.codec,
             service,
             pipeline: Pipeline::new(config.max_in_flight, config.handler_timeout),
             pending: None,
@@ -199,7 +198,6 @@ pin_project! {
         io: T,
         reader: FrameReader<C>,
         writer: FrameWriter,
-        encoder: C,
         service: S,
         #[pin]
         pipeline: Pipeline<F>,
@@ -508,7 +506,7 @@ where
             Ok(_) if *self.failed => {}
             Ok(response) => {
                 if let Some(frame) = response.into_reply() {
-                    match self.writer.encode(self.encoder, frame) {
+                    match self.writer.encode(self.reader.codec(), frame) {
                         Ok(()) => self.tally.frames_written += 1,
                         Err(error) => self.frame_failed(error),
                     }
@@ -773,7 +771,7 @@ where
             self.close_for(error);
             return;
         };
-        match self.writer.encode(self.encoder, reply) {
+        match self.writer.encode(self.reader.codec(), reply) {
             Ok(()) => self.report(error, false),
             Err(unencodable) => {
                 self.close_for(error);

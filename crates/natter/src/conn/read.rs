@@ -67,6 +67,14 @@ where
         }
     }
 
+    /// The codec, to encode with too: a `DelimiterCodec` knows the frames
+    /// it just decoded, and does not search an echo of one for its
+    /// delimiter.
+    #[inline]
+    pub(super) fn codec(&mut self) -> &mut C {
+        &mut self.codec
+    }
+
     /// Bytes read since the last call.
     #[inline]
     pub(super) fn take_read(&mut self) -> u64 {
@@ -131,6 +139,7 @@ where
     /// made its buffer grow takes one of that size next time rather than
     /// growing it again.
     pub(super) fn release(&mut self) {
+        crate::codec::end_batch(&mut self.codec);
         if self.buffer.is_empty() && self.buffer.capacity() > 0 {
             match buffers::give_back(&mut self.buffer) {
                 0 => {}
