@@ -12,8 +12,13 @@
 //! | [`idle`](Step::idle), [`write_stalled`](Step::write_stalled) | the idle and write timeouts |
 //! | [`release`](Step::release) | empty buffers back to the pool before waiting |
 //!
-//! The middle three repeat while they make progress; only replies that
-//! reach 16 KiB (large frames) are written before the batch ends. Reading
+//! Replies and new frames alternate while they make progress (frames a
+//! handler sent through `Conn` go before its reply; others are taken once
+//! per pass, and wake the connection); only replies that reach 16 KiB
+//! (large frames) are written before the batch ends. Nothing that has our
+//! waker (the signals, the send queue, the idle timer) is polled again
+//! while the task's waker is the same: a check of its flag replaces the
+//! poll. Reading
 //! pauses while the write buffer is above its high-water mark, so a peer
 //! that does not read cannot make the connection buffer without bound; the
 //! write timeout then closes it.
