@@ -389,6 +389,24 @@ async fn a_handler_closes_its_connection_after_its_reply_is_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_task_closes_a_quiet_connection_at_once() {
+    within("the test", async {
+        let (conns, mut conns_rx) = mpsc::unbounded_channel::<Conn>();
+        let server = start(bind(Server::builder()).await, move |conn: &Conn| {
+            let _ = conns.send(conn.clone());
+            echo(conn)
+        });
+        let mut client = connect(server.addr).await;
+        exchange(&mut client, "a\n", "a\n").await;
+        let conn = conns_rx.recv().await.expect("connected");
+        sleep(Duration::from_millis(50)).await;
+        tokio::spawn(async move { conn.close() }).await.unwrap();
+        assert_eq!(read_to_eof(&mut client).await, "");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_is_closed_after_the_idle_timeout_and_a_partial_frame_does_not_count() {
     within("the test", async {
         let idle = Duration::from_millis(200);
@@ -1120,6 +1138,40 @@ async fn frames_a_handler_sends_through_conn_are_written_before_its_reply() {
         assert_eq!(greeting, "welcome\n");
         let reply = format!("you said hi\n{{\"len\":2}}\ndone, {}\n", addr_of(&client));
         exchange(&mut client, "hi\n", &reply).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_sent_from_elsewhere_after_the_handler_sent_its_own_is_written_at_once() {
+    within("the test", async {
+        // The handler sends through `Conn` (which takes the driver's
+        // waker from the send queue), then, while the connection is
+        // quiet, another task sends: it must be written without the peer
+        // saying anything.
+        let (later, mut later_rx) = mpsc::unbounded_channel::<Conn>();
+        let server = start(bind(Server::builder()).await, move |conn: &Conn| {
+            let conn = conn.clone();
+            let later = later.clone();
+            service_fn(move |frame: Frame| {
+                let conn = conn.clone();
+                let later = later.clone();
+                async move {
+                    conn.send("first").await?;
+                    let _ = later.send(conn.clone());
+                    Ok::<_, Error>(frame)
+                }
+            })
+        });
+        let mut client = connect(server.addr).await;
+        exchange(&mut client, "hi\n", "first\nhi\n").await;
+        let conn = later_rx.recv().await.expect("the handler ran");
+        sleep(Duration::from_millis(50)).await;
+        tokio::spawn(async move { conn.send("later").await })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read_exactly(&mut client, "later\n".len()).await, "later\n");
     })
     .await
 }

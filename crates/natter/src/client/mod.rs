@@ -132,7 +132,7 @@ impl Client {
 
     /// Drops the connection at once, without flushing.
     pub fn abort(self) {
-        self.signals.cut.cancel();
+        self.signals.cut();
     }
 }
 

@@ -31,6 +31,8 @@ pub use error::CodecError;
 pub use frames::{FrameCodec, Frames};
 pub use json::JsonCodec;
 
+use std::any::Any;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -163,6 +165,18 @@ pub struct DelimiterCodec {
     next_index: usize,
     /// Dropping the rest of an oversized frame, up to its delimiter.
     discarding: bool,
+    /// Cut every complete frame in the buffer at once (see
+    /// [`cut_in_batches`]).
+    batches: bool,
+    /// Frames cut from the buffer in one piece, each with its delimiter,
+    /// and where the next one to hand out starts.
+    batch: Bytes,
+    next: usize,
+    /// Where the last frame handed out of `batch` lies in memory. `batch`
+    /// keeps those bytes alive and unchanged, and they hold no delimiter:
+    /// a frame to send that lies within them (an echo of the frame, or of
+    /// part of it) needs no search for one.
+    last: Range<usize>,
 }
 
 impl PartialEq for DelimiterCodec {
@@ -188,6 +202,10 @@ impl DelimiterCodec {
             max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
             next_index: 0,
             discarding: false,
+            batches: false,
+            batch: Bytes::new(),
+            next: 0,
+            last: 0..0,
         }
     }
 
@@ -290,6 +308,76 @@ impl DelimiterCodec {
         }
     }
 
+    /// Cuts the frame ending at the delimiter found at `at` and, when
+    /// cutting in batches, every other complete frame after it that fits
+    /// within the limit with it, to be returned next.
+    fn take_frames(&mut self, delimiter: u8, buf: &mut BytesMut, at: usize) -> Frame {
+        if !self.batches {
+            self.next_index = 0;
+            return self.take_frame(buf, at);
+        }
+        // Together no longer than the limit, so that none of them can be
+        // too long: only the first frame of a batch is ever refused.
+        let window = buf.len().min(self.max_frame_length).max(at + 1);
+        let Some(last) = memchr::memrchr(delimiter, &buf[at + 1..window]) else {
+            self.next_index = window - (at + 1);
+            return self.take_frame(buf, at);
+        };
+        let end = at + 1 + last + 1;
+        // No delimiter between the last one and the window's end.
+        self.next_index = window - end;
+        self.batch = buf.split_to(end).freeze();
+        self.next = 0;
+        self.hand_out(at)
+    }
+
+    /// Whether a batch has frames not handed out yet.
+    #[inline]
+    fn batch_ready(&self) -> bool {
+        self.next < self.batch.len()
+    }
+
+    /// The next frame of a batch.
+    fn next_ready(&mut self) -> Frame {
+        let delimiter = match self.delimiter {
+            Delimiter::Byte(byte) => byte,
+            _ => b'\n',
+        };
+        let at = find(delimiter, &self.batch[self.next..])
+            .expect("every frame of a batch ends at a delimiter");
+        self.hand_out(at)
+    }
+
+    /// Hands out the frame of the batch whose delimiter is `at` bytes on.
+    fn hand_out(&mut self, at: usize) -> Frame {
+        let start = self.next;
+        let len = self.strip_cr(&self.batch[start..start + at]);
+        let frame = self.batch.slice(start..start + len);
+        self.next = start + at + 1;
+        let address = frame.as_ptr() as usize;
+        self.last = address..address + len;
+        Frame::from(frame)
+    }
+
+    /// Whether `data` lies within the last frame handed out of the batch,
+    /// which is still held: then it holds no delimiter, and is no longer
+    /// than the limit.
+    #[inline]
+    fn handed_out(&self, data: &[u8]) -> bool {
+        let address = data.as_ptr() as usize;
+        self.last.start <= address && address + data.len() <= self.last.end
+    }
+
+    /// Lets go of a batch whose frames were all handed out, so that the
+    /// read buffer is the only one to hold its memory again.
+    fn end_batch(&mut self) {
+        if !self.batch_ready() {
+            self.batch = Bytes::new();
+            self.next = 0;
+            self.last = 0..0;
+        }
+    }
+
     /// Single-byte and line mode.
     fn decode_byte(
         &mut self,
@@ -311,8 +399,7 @@ impl DelimiterCodec {
             .map(|offset| self.next_index + offset);
         match found {
             Some(at) if self.within_limit(&buf[..at]) => {
-                self.next_index = 0;
-                Ok(Some(self.take_frame(buf, at)))
+                Ok(Some(self.take_frames(delimiter, buf, at)))
             }
             Some(at) => Err(self.overflow(buf, at)),
             None if !self.within_limit(&buf[..search_end]) => Err(self.overflow(buf, search_end)),
@@ -385,6 +472,18 @@ impl DelimiterCodec {
         }
     }
 
+    /// [`check_frame`](Self::check_frame) in byte and line mode.
+    #[inline]
+    fn check_byte_frame(&self, byte: u8, data: &[u8]) -> Result<(), CodecError> {
+        if data.len() > self.max_frame_length {
+            return Err(self.too_long_to_send(data.len()));
+        }
+        if let Some(offset) = find(byte, data) {
+            return Err(CodecError::DelimiterInFrame { offset });
+        }
+        Ok(())
+    }
+
     #[cold]
     fn too_long_to_send(&self, len: usize) -> CodecError {
         CodecError::FrameTooLongToSend {
@@ -417,6 +516,30 @@ impl DelimiterCodec {
             Delimiter::Sequence(sequence) => dst.put_slice(sequence),
             Delimiter::Eof => {}
         }
+    }
+}
+
+/// Lets `codec`, if it is a [`DelimiterCodec`] in byte or line mode, cut
+/// all the complete frames of a read at once and hand them out one by
+/// one: one split of the read buffer and one cheaper split of that piece
+/// per frame, instead of one split of the buffer per frame.
+///
+/// Only natter's connections do this: they own the codec and its buffer
+/// for the connection's whole life. Anyone else may take a buffer back
+/// from a codec (`Framed::into_parts`, to switch protocols), and expect
+/// every byte not decoded yet to be in it, not in the codec.
+pub(crate) fn cut_in_batches<C: Any>(codec: &mut C) {
+    if let Some(codec) = (codec as &mut dyn Any).downcast_mut::<DelimiterCodec>() {
+        codec.batches = true;
+    }
+}
+
+/// Lets a codec that [`cut_in_batches`] go of its batch once every frame of
+/// it was handed out: a connection does this before it gives its read
+/// buffer back while it waits.
+pub(crate) fn end_batch<C: Any>(codec: &mut C) {
+    if let Some(codec) = (codec as &mut dyn Any).downcast_mut::<DelimiterCodec>() {
+        codec.end_batch();
     }
 }
 
@@ -461,6 +584,9 @@ impl Decoder for DelimiterCodec {
 
     #[inline]
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        if self.batch_ready() {
+            return Ok(Some(self.next_ready()));
+        }
         match &self.delimiter {
             Delimiter::Line => self.decode_byte(b'\n', buf),
             Delimiter::Byte(byte) => {
@@ -525,11 +651,10 @@ impl<T: AsRef<[u8]>> Encoder<T> for DelimiterCodec {
                 return Ok(());
             }
         };
-        if data.len() > self.max_frame_length {
-            return Err(self.too_long_to_send(data.len()));
-        }
-        if let Some(offset) = find(byte, data) {
-            return Err(CodecError::DelimiterInFrame { offset });
+        // A frame this codec just decoded, or part of one, is known to
+        // fit.
+        if !self.handed_out(data) {
+            self.check_byte_frame(byte, data)?;
         }
         dst.reserve(data.len() + 1);
         dst.put_slice(data);

@@ -352,3 +352,198 @@ fn a_frame_that_would_read_back_shorter_is_refused_for_a_sequence() {
         .unwrap();
     assert_eq!(&out[..], b"xaab");
 }
+
+/// What a natter connection's batched codec decodes from `chunks`, one
+/// read at a time, in the same shape as [`decode_all`].
+fn decode_all_batched(mut codec: DelimiterCodec, chunks: &[&[u8]]) -> Vec<Result<String, String>> {
+    cut_in_batches(&mut codec);
+    assert!(codec.batches);
+    decode_all(codec, chunks)
+}
+
+#[test]
+fn a_batch_hands_out_every_frame_of_a_read_in_order() {
+    let chunks: &[&[u8]] = &[b"a\r\nb\n\nc", b"d\r", b"\ne\nf"];
+    let out = decode_all_batched(DelimiterCodec::lines(), chunks);
+    assert_eq!(out, frames(&["a", "b", "", "cd", "e", "f"]));
+    assert_eq!(out, decode_all(DelimiterCodec::lines(), chunks));
+}
+
+#[test]
+fn a_batch_keeps_its_frames_within_the_limit_together() {
+    // Limit 4: "ab\ncd\n" is 6 bytes, so the read is cut in two batches,
+    // and the over-long frame after them is still refused as it is met.
+    let mut codec = DelimiterCodec::lines().max_frame_length(4);
+    cut_in_batches(&mut codec);
+    let mut buf = BytesMut::from(&b"ab\ncd\nefghij\nk\n"[..]);
+    assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "ab");
+    assert!(!codec.batch_ready(), "the next frame would pass the limit");
+    assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "cd");
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(CodecError::FrameTooLong { limit: 4 })
+    ));
+    assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "k");
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+}
+
+#[test]
+fn a_batch_is_let_go_once_handed_out() {
+    let mut codec = DelimiterCodec::lines();
+    cut_in_batches(&mut codec);
+    let mut buf = BytesMut::from(&b"a\nb\nc"[..]);
+    assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "a");
+    end_batch(&mut codec);
+    assert!(codec.batch_ready(), "a frame of the batch is still to come");
+    assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), "b");
+    end_batch(&mut codec);
+    assert!(codec.batch.is_empty() && codec.last.is_empty());
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+}
+
+#[test]
+fn a_frame_just_decoded_is_sent_back_as_it_came() {
+    let mut codec = DelimiterCodec::lines().max_frame_length(16);
+    cut_in_batches(&mut codec);
+    let mut buf = BytesMut::from(&b"one\r\ntwo\nthree\n"[..]);
+    let one = codec.decode(&mut buf).unwrap().unwrap();
+    let mut out = BytesMut::new();
+    codec.encode(one.clone(), &mut out).unwrap();
+    codec.encode(one.slice(1..), &mut out).unwrap();
+    assert_eq!(&out[..], b"one\nne\n");
+    // Anything else is checked as always, even bytes of the same batch.
+    let two = codec.decode(&mut buf).unwrap().unwrap();
+    assert_eq!(two, "two");
+    let across = Frame::from(codec.batch.slice(codec.next - 4..codec.next + 2));
+    assert_eq!(across, "two\nth");
+    assert!(matches!(
+        codec.encode(across, &mut out),
+        Err(CodecError::DelimiterInFrame { offset: 3 })
+    ));
+    assert!(matches!(
+        codec.encode(Frame::from("x\ny"), &mut out),
+        Err(CodecError::DelimiterInFrame { offset: 1 })
+    ));
+    assert!(matches!(
+        codec.encode(Frame::from("0123456789abcdefg"), &mut out),
+        Err(CodecError::FrameTooLongToSend { .. })
+    ));
+    codec.encode(two, &mut out).unwrap();
+    assert_eq!(&out[..], b"one\nne\ntwo\n");
+}
+
+#[test]
+fn only_delimiter_codecs_cut_in_batches() {
+    let mut other = JsonCodec::<()>::new();
+    cut_in_batches(&mut other);
+    let mut sequence = DelimiterCodec::sequence("\r\n\r\n");
+    cut_in_batches(&mut sequence);
+    let out = decode_all(sequence, &[b"a\r\n\r\nb\r\n\r\n"]);
+    assert_eq!(out, frames(&["a", "b"]));
+}
+
+mod batches {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A stream of short frames, delimiters, `\r`s and data, cut into reads.
+    fn stream() -> impl Strategy<Value = (Vec<u8>, Vec<usize>)> {
+        (
+            prop::collection::vec(
+                prop::sample::select(vec![b'a', b'b', b'\r', b'\n', b';']),
+                0..200,
+            ),
+            prop::collection::vec(1usize..40, 1..20),
+        )
+    }
+
+    fn cut<'a>(input: &'a [u8], reads: &[usize]) -> Vec<&'a [u8]> {
+        let mut chunks = Vec::new();
+        let mut rest = input;
+        for &len in reads.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at(len.min(rest.len()));
+            chunks.push(chunk);
+            rest = tail;
+        }
+        chunks
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the stream, the limit and the reads, a batched codec
+        /// decodes exactly what a plain one does: the same frames and
+        /// the same errors, in the same order.
+        #[test]
+        fn a_batched_codec_decodes_what_a_plain_one_does(
+            (input, reads) in stream(),
+            limit in prop::option::of(0usize..12),
+            byte in any::<bool>(),
+        ) {
+            let codec = if byte { DelimiterCodec::byte(b';') } else { DelimiterCodec::lines() };
+            let codec = match limit {
+                Some(limit) => codec.max_frame_length(limit),
+                None => codec,
+            };
+            let chunks = cut(&input, &reads);
+            prop_assert_eq!(
+                decode_all_batched(codec.clone(), &chunks),
+                decode_all(codec, &chunks)
+            );
+        }
+
+        /// Sending back what a batched codec decoded, whole or in part,
+        /// writes what a plain codec writes.
+        #[test]
+        fn a_batched_codec_encodes_its_frames_as_a_plain_one_does(
+            (input, reads) in stream(),
+            limit in prop::option::of(0usize..12),
+            byte in any::<bool>(),
+            skip in 0usize..3,
+            before in 0usize..3,
+            after in 0usize..3,
+        ) {
+            let codec = if byte { DelimiterCodec::byte(b';') } else { DelimiterCodec::lines() };
+            let mut plain = match limit {
+                Some(limit) => codec.max_frame_length(limit),
+                None => codec,
+            };
+            let mut batched = plain.clone();
+            cut_in_batches(&mut batched);
+            let mut buf = BytesMut::new();
+            for chunk in cut(&input, &reads) {
+                buf.extend_from_slice(chunk);
+                loop {
+                    match batched.decode(&mut buf) {
+                        Ok(Some(frame)) => {
+                            let part = frame.slice(skip.min(frame.len())..);
+                            // And bytes around it, when it came in a batch.
+                            let batch = &batched.batch;
+                            let around = if batched.last.is_empty() || batch.is_empty() {
+                                part.clone()
+                            } else {
+                                let start = batched.last.start - batch.as_ptr() as usize;
+                                let end = (start + batched.last.len() + after).min(batch.len());
+                                Frame::from(batch.slice(start.saturating_sub(before)..end))
+                            };
+                            for reply in [frame, part, around] {
+                                let (mut ours, mut theirs) = (BytesMut::new(), BytesMut::new());
+                                let ours_ok = batched.encode(reply.clone(), &mut ours).is_ok();
+                                let theirs_ok = plain.encode(reply, &mut theirs).is_ok();
+                                prop_assert_eq!(ours_ok, theirs_ok);
+                                prop_assert_eq!(&ours[..], &theirs[..]);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => {}
+                    }
+                }
+                end_batch(&mut batched);
+            }
+        }
+    }
+}

@@ -12,8 +12,13 @@
 //! | [`idle`](Step::idle), [`write_stalled`](Step::write_stalled) | the idle and write timeouts |
 //! | [`release`](Step::release) | empty buffers back to the pool before waiting |
 //!
-//! The middle three repeat while they make progress; only replies that
-//! reach 16 KiB (large frames) are written before the batch ends. Reading
+//! Replies and new frames alternate while they make progress (frames a
+//! handler sent through `Conn` go before its reply; others are taken once
+//! per pass, and wake the connection); only replies that reach 16 KiB
+//! (large frames) are written before the batch ends. Nothing that has our
+//! waker (the signals, the send queue, the idle timer) is polled again
+//! while the task's waker is the same: a check of its flag replaces the
+//! poll. Reading
 //! pauses while the write buffer is above its high-water mark, so a peer
 //! that does not read cannot make the connection buffer without bound; the
 //! write timeout then closes it.
@@ -31,19 +36,21 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
+use tokio::task::coop;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::Service;
 
 use super::close;
 use super::offer::{Offer, offer};
-use super::pipeline::{Done, HandlerFuture, Pipeline};
+use super::pipeline::{HandlerFuture, Outcome, Pipeline};
 use super::read::{FrameReader, ReadError};
 use super::write::FrameWriter;
 use super::{Conn, ConnConfig, ErrorHook, Outbound};
@@ -59,9 +66,42 @@ use crate::{BoxError, Error, Frame, IntoReply};
 pub(crate) struct Signals {
     /// Graceful shutdown: read what the stream already holds, answer it,
     /// close.
-    pub(crate) shutdown: CancellationToken,
+    shutdown: CancellationToken,
     /// Stop now.
-    pub(crate) cut: CancellationToken,
+    cut: CancellationToken,
+    /// Set before either token is cancelled: a connection that has
+    /// registered for both checks this flag alone while it is not set.
+    raised: Arc<AtomicBool>,
+}
+
+impl Signals {
+    /// Starts a graceful shutdown.
+    pub(crate) fn shut_down(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.shutdown.cancel();
+    }
+
+    /// Stops every connection now.
+    pub(crate) fn cut(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.cut.cancel();
+    }
+
+    /// Waits for [`shut_down`](Self::shut_down).
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Waits for [`cut`](Self::cut).
+    pub(crate) fn cut_token(&self) -> &CancellationToken {
+        &self.cut
+    }
+
+    /// Whether either signal was given.
+    #[inline]
+    fn raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
 }
 
 /// Replies that fill this many bytes are written at once, mid-batch: a
@@ -117,9 +157,8 @@ where
         let idle_deadline = config.idle_timeout.map_or(now, |timeout| now + timeout);
         Driver {
             io,
-            reader: FrameReader::new(config.codec.clone()),
+            reader: FrameReader::new(config.codec),
             writer: FrameWriter::default(),
-            encoder: config.codec,
             service,
             pipeline: Pipeline::new(config.max_in_flight, config.handler_timeout),
             pending: None,
@@ -128,11 +167,16 @@ where
             reading: Reading::Open,
             idle_deadline,
             idle_timer: sleep_until(idle_deadline),
+            idle_watched: false,
             write_deadline: None,
             write_timer: sleep_until(now),
             close: Box::pin(conn.close_token().clone().cancelled_owned()),
             shutdown: Box::pin(signals.shutdown.clone().cancelled_owned()),
             cut: Box::pin(signals.cut.clone().cancelled_owned()),
+            signals: signals.clone(),
+            waker: None,
+            outbound_watched: false,
+            sent: 0,
             conn,
             counters: events.counters().clone(),
             events,
@@ -159,7 +203,6 @@ pin_project! {
         io: T,
         reader: FrameReader<C>,
         writer: FrameWriter,
-        encoder: C,
         service: S,
         #[pin]
         pipeline: Pipeline<F>,
@@ -177,12 +220,29 @@ pin_project! {
         idle_deadline: Instant,
         #[pin]
         idle_timer: Sleep,
+        // `idle_timer` has our waker: it was polled with `waker` and not
+        // reset since, so until it fires, polling it again changes nothing.
+        idle_watched: bool,
         write_deadline: Option<Instant>,
         #[pin]
         write_timer: Sleep,
         close: Pin<Box<WaitForCancellationFutureOwned>>,
         shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
         cut: Pin<Box<WaitForCancellationFutureOwned>>,
+        // The tokens behind `shutdown` and `cut`.
+        signals: Signals,
+        // The waker `close`, `shutdown`, `cut` and `outbound` were last
+        // polled with. Their registrations stand while the task's waker is
+        // the same, so a check of the flags then replaces polling them,
+        // which takes their locks and costs as much as a few frames.
+        waker: Option<Waker>,
+        // `outbound` has our waker: it came up empty at a `poll_recv` and
+        // nothing was taken from it since. Then a cheap emptiness check
+        // replaces `poll_recv` (which takes the waker again and costs as
+        // much as a frame).
+        outbound_watched: bool,
+        // `Conn::sent` when the driver last took what handlers sent.
+        sent: u64,
         conn: Conn,
         events: EventSender,
         counters: Arc<Counters>,
@@ -202,13 +262,12 @@ pin_project! {
 /// What one poll has seen so far.
 #[derive(Default)]
 struct Pass {
-    /// `outbound` has our waker since it last came up empty. Once it has, a
-    /// cheap emptiness check replaces `poll_recv` (which takes the waker
-    /// again and costs as much as a frame) on every pass.
-    outbound_watched: bool,
     /// A frame was read or the last handler finished: the idle deadline
     /// moves to now.
     active: bool,
+    /// The stream had nothing to read, and has our waker: reading again
+    /// before it wakes us would only find it empty again.
+    read_blocked: bool,
 }
 
 /// What the flush step decided.
@@ -256,10 +315,12 @@ where
         let mut pass = Pass::default();
         loop {
             // Move everything that is ready into the write buffer, reading
-            // frames as long as there is room for them.
+            // frames as long as there is room for them. (Frames sent
+            // through `Conn` later wake us, or come before the reply of the
+            // handler that sent them.)
+            this.take_sent(cx);
             loop {
-                let mut progress = this.take_sent(cx, &mut pass);
-                progress |= this.take_replies(cx, &mut pass);
+                let mut progress = this.take_replies(cx, &mut pass);
                 match this.read_frames(cx, &mut pass) {
                     Ok(read) => progress |= read,
                     Err(exit) => return Poll::Ready(exit),
@@ -355,6 +416,30 @@ where
 {
     /// Obeys the signals; returns whether the connection is cut.
     fn signals(&mut self, cx: &mut Context<'_>) -> bool {
+        if self
+            .waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            // Polled with this waker before: each signal sets its flag
+            // before it wakes us.
+            let raised = self.signals.raised();
+            if raised && self.signals.cut.is_cancelled() {
+                return true;
+            }
+            if *self.reading == Reading::Open {
+                if self.conn.close_requested() {
+                    self.stop_reading(CloseReason::Local);
+                } else if raised && self.signals.shutdown.is_cancelled() {
+                    *self.reading = Reading::Draining;
+                    *self.reason = CloseReason::Shutdown;
+                }
+            }
+            return false;
+        }
+        *self.waker = Some(cx.waker().clone());
+        *self.outbound_watched = false;
+        *self.idle_watched = false;
         if self.cut.as_mut().poll(cx).is_ready() {
             return true;
         }
@@ -370,26 +455,25 @@ where
     }
 
     /// Frames sent through `Conn`, into the write buffer.
-    fn take_sent(&mut self, cx: &mut Context<'_>, pass: &mut Pass) -> bool {
-        let mut progress = false;
-        if pass.outbound_watched && self.outbound.is_empty() {
-            return false;
+    fn take_sent(&mut self, cx: &mut Context<'_>) {
+        if *self.outbound_watched && self.outbound.is_empty() {
+            return;
         }
         while self.writer.len() < self.limits.write_buffer {
             match self.outbound.poll_recv(cx) {
                 Poll::Ready(Some(bytes)) => {
                     self.writer.put(&bytes);
                     self.tally.frames_written += 1;
-                    progress = true;
                 }
                 Poll::Ready(None) => break,
                 Poll::Pending => {
-                    pass.outbound_watched = true;
+                    // Unless it was only out of budget (tokio's `coop`),
+                    // which wakes us without keeping our waker.
+                    *self.outbound_watched = coop::has_budget_remaining();
                     break;
                 }
             }
         }
-        progress
     }
 
     /// Handlers that finished, in frame order: their replies into the write
@@ -397,11 +481,11 @@ where
     fn take_replies(&mut self, cx: &mut Context<'_>, pass: &mut Pass) -> bool {
         let mut progress = false;
         while self.writer.len() < self.limits.write_buffer {
-            let Poll::Ready(Some(done)) = self.pipeline.as_mut().poll_next(cx) else {
+            let Poll::Ready(Some(outcome)) = self.pipeline.as_mut().poll_next(cx) else {
                 break;
             };
             progress = true;
-            self.settle(done, pass);
+            self.settle(outcome, pass);
         }
         progress
     }
@@ -409,36 +493,52 @@ where
     /// A frame's outcome, in its turn: its reply into the write buffer, or
     /// its failure to the error policy.
     #[inline]
-    fn settle(&mut self, done: Done<S::Response>, pass: &mut Pass) {
-        match done.waited {
+    fn settle(&mut self, outcome: Outcome<S::Response>, pass: &mut Pass) {
+        match self.pipeline.waited() {
             None => self.tally.immediate += 1,
             Some(took) => self.counters.handler_took(took),
         }
         // What the handler sent itself was queued before it finished, so it
         // goes before the reply.
-        if !self.outbound.is_empty() {
-            while let Ok(bytes) = self.outbound.try_recv() {
-                self.writer.put(&bytes);
-                self.tally.frames_written += 1;
-            }
+        let sent = self.conn.sent();
+        if sent != *self.sent {
+            *self.sent = sent;
+            self.take_sent_now();
         }
-        match done.result {
+        match outcome {
             // After a frame that closed the connection nothing is answered,
             // not even frames already in flight.
             Ok(_) if *self.failed => {}
             Ok(response) => {
                 if let Some(frame) = response.into_reply() {
-                    match self.writer.encode(self.encoder, frame) {
+                    match self.writer.encode(self.reader.codec(), frame) {
                         Ok(()) => self.tally.frames_written += 1,
                         Err(error) => self.frame_failed(error),
                     }
                 }
             }
-            Err(error) => self.frame_failed(Error::from_service(error)),
+            Err(error) => self.handler_failed(error),
         }
         if self.pipeline.is_empty() {
             pass.active = true;
         }
+    }
+
+    /// What handlers sent through `Conn`, into the write buffer before
+    /// their replies.
+    #[cold]
+    fn take_sent_now(&mut self) {
+        // Whatever woke us for these took our waker with it.
+        *self.outbound_watched = false;
+        while let Ok(bytes) = self.outbound.try_recv() {
+            self.writer.put(&bytes);
+            self.tally.frames_written += 1;
+        }
+    }
+
+    #[cold]
+    fn handler_failed(&mut self, error: BoxError) {
+        self.frame_failed(Error::from_service(error));
     }
 
     /// New frames, handed to the service while there is room for them. A
@@ -456,6 +556,7 @@ where
             }
             let frame = match self.pending.take() {
                 Some(frame) => frame,
+                None if pass.read_blocked => break,
                 None => match self.reader.poll_next(self.io, cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         pass.active = true;
@@ -463,29 +564,21 @@ where
                         frame
                     }
                     Poll::Ready(Some(Err(ReadError::Decode { error, resumable }))) => {
-                        if resumable && self.on_error.is_some() {
-                            // Answered (or not) in its turn, after the
-                            // frames before it.
-                            self.pipeline.as_mut().push_failed(Box::new(error));
+                        if self.refused(error, resumable) {
                             progress = true;
                             continue;
                         }
-                        // Without a hook the answer is known: close, after
-                        // answering the frames before this one.
-                        self.stop_reading(CloseReason::Error);
-                        self.report(error, true);
                         break;
                     }
                     Poll::Ready(Some(Err(ReadError::Io(error)))) => {
-                        self.stop_reading(CloseReason::Error);
-                        self.report(Error::from(error), true);
-                        return Err(Exit::Aborted);
+                        return Err(self.read_failed(error));
                     }
                     Poll::Ready(None) => {
                         self.stop_reading(CloseReason::Peer);
                         break;
                     }
                     Poll::Pending => {
+                        pass.read_blocked = true;
                         if *self.reading == Reading::Draining && !self.io.has_unread_input() {
                             self.stop_reading(CloseReason::Shutdown);
                         }
@@ -496,8 +589,7 @@ where
             // A span per frame, at trace level only: otherwise it costs one
             // check of the level.
             let offered = if tracing::level_enabled!(tracing::Level::TRACE) {
-                let span = tracing::trace_span!("frame", len = frame.len());
-                span.in_scope(|| offer(self.service, frame, cx))
+                self.offer_traced(frame, cx)
             } else {
                 offer(self.service, frame, cx)
             };
@@ -511,10 +603,7 @@ where
                     progress = true;
                 }
                 Offer::Unusable(error) => {
-                    // A service that fails readiness cannot take frames any
-                    // more.
-                    self.stop_reading(CloseReason::Error);
-                    self.report(Error::from_service(error), true);
+                    self.unusable(error);
                     break;
                 }
                 Offer::Busy(frame) => {
@@ -526,6 +615,43 @@ where
         Ok(progress)
     }
 
+    /// `offer`, in a span of its own.
+    #[cold]
+    fn offer_traced(&mut self, frame: Frame, cx: &mut Context<'_>) -> Offer<S::Future> {
+        let span = tracing::trace_span!("frame", len = frame.len());
+        span.in_scope(|| offer(self.service, frame, cx))
+    }
+
+    /// The codec refused a frame: returns whether it goes on (the hook
+    /// answers the frame in its turn, after the frames before it).
+    #[cold]
+    fn refused(&mut self, error: Error, resumable: bool) -> bool {
+        if resumable && self.on_error.is_some() {
+            self.pipeline.as_mut().push_failed(Box::new(error));
+            return true;
+        }
+        // Without a hook the answer is known: close, after answering the
+        // frames before this one.
+        self.stop_reading(CloseReason::Error);
+        self.report(error, true);
+        false
+    }
+
+    /// The stream failed.
+    #[cold]
+    fn read_failed(&mut self, error: std::io::Error) -> Exit {
+        self.stop_reading(CloseReason::Error);
+        self.report(Error::from(error), true);
+        Exit::Aborted
+    }
+
+    /// A service that fails readiness cannot take frames any more.
+    #[cold]
+    fn unusable(&mut self, error: BoxError) {
+        self.stop_reading(CloseReason::Error);
+        self.report(Error::from_service(error), true);
+    }
+
     /// Whether the connection has nothing left but writing; if so, refuses
     /// new frames from `Conn` and takes the ones queued.
     fn finishing(&mut self) -> bool {
@@ -533,6 +659,7 @@ where
             *self.reading == Reading::Done && self.pending.is_none() && self.pipeline.is_empty();
         if finishing {
             self.outbound.close();
+            *self.outbound_watched = false;
             while let Ok(bytes) = self.outbound.try_recv() {
                 self.writer.put(&bytes);
             }
@@ -585,19 +712,32 @@ where
             pass.active = false;
         }
         let deadline = *self.idle_deadline;
-        let mut fired = self.idle_timer.as_mut().poll(cx).is_ready();
+        let mut fired = if *self.idle_watched {
+            self.idle_timer.is_elapsed()
+        } else {
+            self.poll_idle_timer(cx)
+        };
         if fired && self.idle_timer.deadline() < deadline {
             // The timer was set for an older deadline and frames came
             // since: set it for the current one. A busy connection so
             // touches the timer wheel once per timeout period, not once per
             // batch.
             self.idle_timer.as_mut().reset(deadline);
-            fired = self.idle_timer.as_mut().poll(cx).is_ready();
+            fired = self.poll_idle_timer(cx);
         }
         if fired {
             self.stop_reading(CloseReason::Error);
             self.report(Error::IdleTimeout(timeout), true);
         }
+        fired
+    }
+
+    /// Polls the idle timer; returns whether it fired.
+    fn poll_idle_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let fired = self.idle_timer.as_mut().poll(cx).is_ready();
+        // Unless it was only out of budget (tokio's `coop`), which wakes
+        // us without keeping our waker, it has our waker until it fires.
+        *self.idle_watched = !fired && coop::has_budget_remaining();
         fired
     }
 
@@ -636,7 +776,7 @@ where
             self.close_for(error);
             return;
         };
-        match self.writer.encode(self.encoder, reply) {
+        match self.writer.encode(self.reader.codec(), reply) {
             Ok(()) => self.report(error, false),
             Err(unencodable) => {
                 self.close_for(error);

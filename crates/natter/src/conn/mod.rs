@@ -365,6 +365,10 @@ struct Shared {
     transport: &'static str,
     encoder: Box<dyn EncodeFrame>,
     outbound: mpsc::Sender<Bytes>,
+    /// Frames queued through `send`: a handler's frames go before its
+    /// reply, and this tells the driver, without looking into the queue
+    /// after every frame, whether there are any.
+    sent: AtomicU64,
     close: CancellationToken,
     /// Set with `close`; read once per frame without a lock.
     closing: AtomicBool,
@@ -397,6 +401,7 @@ impl Conn {
                 transport,
                 encoder: Box::new(config.codec.clone()),
                 outbound: sender,
+                sent: AtomicU64::new(0),
                 close: CancellationToken::new(),
                 closing: AtomicBool::new(false),
                 done_reading: CancellationToken::new(),
@@ -492,7 +497,15 @@ impl Conn {
             .outbound
             .send(bytes)
             .await
-            .map_err(|_| Error::Closed)
+            .map_err(|_| Error::Closed)?;
+        self.shared.sent.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// How many frames were queued through `send` so far.
+    #[inline]
+    pub(crate) fn sent(&self) -> u64 {
+        self.shared.sent.load(Ordering::Acquire)
     }
 
     /// The shared state of type `T` given to the builder's `state` (the
@@ -543,6 +556,7 @@ impl Conn {
         self.close_requested() || self.shared.closed.is_cancelled()
     }
 
+    #[inline]
     pub(crate) fn close_requested(&self) -> bool {
         self.shared.closing.load(Ordering::Acquire)
     }

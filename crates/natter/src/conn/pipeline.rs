@@ -44,21 +44,26 @@ where
     type Error = E;
 }
 
-/// A frame's outcome, in its turn.
-pub(crate) struct Done<R> {
-    pub(crate) result: Result<R, BoxError>,
-    /// How long the handler waited; `None` if it answered at once.
-    pub(crate) waited: Option<Duration>,
+/// A frame's outcome: its handler's reply or failure.
+pub(crate) type Outcome<R> = Result<R, BoxError>;
+
+/// A frame's outcome, and how long its handler waited (`None` if it
+/// answered at once).
+struct Done<R> {
+    outcome: Outcome<R>,
+    waited: Option<Duration>,
 }
 
-/// Polls a handler's future with panics caught and its deadline applied.
+/// Polls a handler's future with panics caught and its deadline applied;
+/// once it is done, `waited` says how long it waited.
 #[inline]
 fn poll_handler<F: HandlerFuture>(
     future: Pin<&mut F>,
     deadline: &mut Deadline,
+    waited: &mut Option<Duration>,
     cx: &mut Context<'_>,
-) -> Poll<Done<F::Response>> {
-    let result = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+) -> Poll<Outcome<F::Response>> {
+    let outcome = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
         Ok(Poll::Ready(output)) => output.map_err(Into::into),
         Ok(Poll::Pending) => match deadline.poll_expired(cx) {
             Poll::Ready(error) => Err(error),
@@ -66,22 +71,8 @@ fn poll_handler<F: HandlerFuture>(
         },
         Err(payload) => Err(panic_error(payload)),
     };
-    Poll::Ready(Done {
-        result,
-        waited: deadline.disarm(),
-    })
-}
-
-pin_project! {
-    /// The single frame in flight.
-    #[project = SlotProjection]
-    enum Slot<F> {
-        Empty,
-        Running { #[pin] future: F },
-        // The frame failed before it had a future (`call` panicked, or it
-        // could not be decoded); this is its result.
-        Failed { error: Option<BoxError> },
-    }
+    *waited = deadline.disarm();
+    Poll::Ready(outcome)
 }
 
 pin_project! {
@@ -99,9 +90,13 @@ impl<F: HandlerFuture> Future for InFlight<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            InFlightProjection::Running { future, deadline } => poll_handler(future, deadline, cx),
+            InFlightProjection::Running { future, deadline } => {
+                let mut waited = None;
+                poll_handler(future, deadline, &mut waited, cx)
+                    .map(|outcome| Done { outcome, waited })
+            }
             InFlightProjection::Failed { error } => Poll::Ready(Done {
-                result: Err(error.take().expect("polled after it finished")),
+                outcome: Err(error.take().expect("polled after it finished")),
                 waited: None,
             }),
         }
@@ -113,6 +108,8 @@ pin_project! {
         // Frames in hand, kept here because the driver asks after every
         // step.
         len: usize,
+        // How long the handler of the last outcome waited.
+        waited: Option<Duration>,
         #[pin]
         inner: Inner<F>,
     }
@@ -122,8 +119,12 @@ pin_project! {
     #[project = Projection]
     enum Inner<F: HandlerFuture> {
         Single {
+            // The frame in flight, if it has a future.
             #[pin]
-            slot: Slot<F>,
+            slot: Option<F>,
+            // The frame in flight failed before it had a future (`call`
+            // panicked, or it could not be decoded): this is its result.
+            failed: Option<BoxError>,
             deadline: Deadline,
         },
         Many {
@@ -139,7 +140,8 @@ impl<F: HandlerFuture> Pipeline<F> {
     pub(crate) fn new(max_in_flight: usize, timeout: Option<Duration>) -> Self {
         let inner = if max_in_flight <= 1 {
             Inner::Single {
-                slot: Slot::Empty,
+                slot: None,
+                failed: None,
                 deadline: Deadline::new(timeout),
             }
         } else {
@@ -148,7 +150,11 @@ impl<F: HandlerFuture> Pipeline<F> {
                 timeout,
             }
         };
-        Pipeline { len: 0, inner }
+        Pipeline {
+            len: 0,
+            waited: None,
+            inner,
+        }
     }
 
     #[inline]
@@ -169,8 +175,8 @@ impl<F: HandlerFuture> Pipeline<F> {
         *this.len += 1;
         match this.inner.project() {
             Projection::Single { mut slot, .. } => {
-                debug_assert!(matches!(*slot, Slot::Empty), "one frame at a time");
-                slot.set(Slot::Running { future });
+                debug_assert!(slot.is_none(), "one frame at a time");
+                slot.set(Some(future));
             }
             Projection::Many { queue, timeout } => {
                 queue.push_back(InFlight::Running {
@@ -187,11 +193,18 @@ impl<F: HandlerFuture> Pipeline<F> {
         let this = self.project();
         *this.len += 1;
         match this.inner.project() {
-            Projection::Single { mut slot, .. } => slot.set(Slot::Failed { error: Some(error) }),
+            Projection::Single { failed, .. } => *failed = Some(error),
             Projection::Many { queue, .. } => {
                 queue.push_back(InFlight::Failed { error: Some(error) })
             }
         }
+    }
+
+    /// How long the handler of the last outcome [`poll_next`](Self::poll_next)
+    /// returned waited; `None` if it answered at once.
+    #[inline]
+    pub(crate) fn waited(&self) -> Option<Duration> {
+        self.waited
     }
 
     /// The next outcome in frame order; `Ready(None)` when empty. A handler
@@ -202,36 +215,39 @@ impl<F: HandlerFuture> Pipeline<F> {
     pub(crate) fn poll_next(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Done<F::Response>>> {
+    ) -> Poll<Option<Outcome<F::Response>>> {
         let this = self.project();
         if *this.len == 0 {
             return Poll::Ready(None);
         }
-        let done = match this.inner.project() {
-            Projection::Single { mut slot, deadline } => {
-                let done = match slot.as_mut().project() {
-                    SlotProjection::Running { future } => {
-                        match poll_handler(future, deadline, cx) {
-                            Poll::Ready(done) => done,
-                            Poll::Pending => return Poll::Pending,
-                        }
+        let outcome = match this.inner.project() {
+            Projection::Single {
+                mut slot,
+                failed,
+                deadline,
+            } => match slot.as_mut().as_pin_mut() {
+                Some(future) => match poll_handler(future, deadline, this.waited, cx) {
+                    Poll::Ready(outcome) => {
+                        slot.set(None);
+                        outcome
                     }
-                    SlotProjection::Empty => return Poll::Ready(None),
-                    SlotProjection::Failed { error } => Done {
-                        result: Err(error.take().expect("a failed slot holds its error")),
-                        waited: None,
-                    },
-                };
-                slot.set(Slot::Empty);
-                done
-            }
+                    Poll::Pending => return Poll::Pending,
+                },
+                None => {
+                    *this.waited = None;
+                    Err(failed.take().expect("the frame in flight failed"))
+                }
+            },
             Projection::Many { queue, .. } => match Pin::new(queue).poll_next(cx) {
-                Poll::Ready(Some(done)) => done,
+                Poll::Ready(Some(done)) => {
+                    *this.waited = done.waited;
+                    done.outcome
+                }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             },
         };
         *this.len -= 1;
-        Poll::Ready(Some(done))
+        Poll::Ready(Some(outcome))
     }
 }

@@ -51,10 +51,11 @@ pub(super) struct FrameReader<C> {
 
 impl<C> FrameReader<C>
 where
-    C: Decoder<Item = Frame>,
+    C: Decoder<Item = Frame> + 'static,
     C::Error: Into<BoxError>,
 {
-    pub(super) fn new(codec: C) -> Self {
+    pub(super) fn new(mut codec: C) -> Self {
+        crate::codec::cut_in_batches(&mut codec);
         FrameReader {
             codec,
             buffer: BytesMut::new(),
@@ -66,6 +67,14 @@ where
         }
     }
 
+    /// The codec, to encode with too: a `DelimiterCodec` knows the frames
+    /// it just decoded, and does not search an echo of one for its
+    /// delimiter.
+    #[inline]
+    pub(super) fn codec(&mut self) -> &mut C {
+        &mut self.codec
+    }
+
     /// Bytes read since the last call.
     #[inline]
     pub(super) fn take_read(&mut self) -> u64 {
@@ -75,7 +84,7 @@ where
     /// The next frame: decoded from what is buffered if it can be, else
     /// after reading more. `Ready(None)` once the peer half-closed and
     /// every frame before that was returned.
-    #[inline]
+    #[inline(always)]
     pub(super) fn poll_next<T: AsyncRead + Unpin>(
         &mut self,
         io: &mut T,
@@ -130,6 +139,7 @@ where
     /// made its buffer grow takes one of that size next time rather than
     /// growing it again.
     pub(super) fn release(&mut self) {
+        crate::codec::end_batch(&mut self.codec);
         if self.buffer.is_empty() && self.buffer.capacity() > 0 {
             match buffers::give_back(&mut self.buffer) {
                 0 => {}

@@ -99,7 +99,13 @@ impl FrameWriter {
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.buffer.advance(written);
+            if written == self.buffer.len() {
+                // All of it: the buffer starts over at its beginning, so
+                // it goes back to the pool with no need to be reclaimed.
+                self.buffer.clear();
+            } else {
+                self.buffer.advance(written);
+            }
             self.written += written as u64;
         }
         let flushed = Pin::new(io).poll_flush(cx);

@@ -70,20 +70,21 @@ impl ServerHandle {
     /// received, flush, close; connections still busy after the drain
     /// timeout are cut. Returns when `serve` has returned.
     pub async fn shutdown(&self) {
-        self.shared.signals.shutdown.cancel();
+        self.shared.signals.shut_down();
         self.shared.finished.cancelled().await;
     }
 
     /// Stops at once (the original's `Cut`): stop accepting and drop every
     /// connection without answering. Returns when `serve` has returned.
     pub async fn cut(&self) {
-        self.shared.signals.cut.cancel();
+        self.shared.signals.cut();
         self.shared.finished.cancelled().await;
     }
 
     /// Whether shutdown (graceful or not) has begun.
     pub fn is_shutting_down(&self) -> bool {
-        self.shared.signals.shutdown.is_cancelled() || self.shared.signals.cut.is_cancelled()
+        let signals = &self.shared.signals;
+        signals.shutdown_token().is_cancelled() || signals.cut_token().is_cancelled()
     }
 }
 

@@ -98,7 +98,7 @@ struct Finish(Arc<Shared>);
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        self.0.signals.cut.cancel();
+        self.0.signals.cut();
         self.0.finished.cancel();
         self.0.events.end();
     }
@@ -205,10 +205,10 @@ where
         loop {
             let (stream, peer) = tokio::select! {
                 biased;
-                () = signals.shutdown.cancelled() => break,
-                () = signals.cut.cancelled() => break,
+                () = signals.shutdown_token().cancelled() => break,
+                () = signals.cut_token().cancelled() => break,
                 () = &mut signal => {
-                    signals.shutdown.cancel();
+                    signals.shut_down();
                     break;
                 }
                 accepted = listener.accept() => match accepted {
@@ -272,10 +272,10 @@ where
         tracing::info!(connections = tracker.len(), "shutting down");
         tokio::select! {
             () = tracker.wait() => {}
-            () = signals.cut.cancelled() => tracker.wait().await,
+            () = signals.cut_token().cancelled() => tracker.wait().await,
             () = tokio::time::sleep(config.drain_timeout) => {
                 tracing::warn!(connections = tracker.len(), "drain timeout passed; cutting");
-                signals.cut.cancel();
+                signals.cut();
                 tracker.wait().await;
             }
         }

@@ -2,7 +2,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::deadline::Deadline;
+use super::deadline::Expiry;
 use crate::BoxError;
 use pin_project_lite::pin_project;
 
@@ -14,14 +14,14 @@ pin_project! {
         // The clock starts at the first `Pending`, so the time counts from
         // the first poll, which the connection driver makes as it hands
         // the frame over.
-        deadline: Deadline,
+        expiry: Expiry,
     }
 }
 
 impl<F> HandlerTimeoutFuture<F> {
     #[inline]
-    pub(crate) fn new(future: F, deadline: Deadline) -> Self {
-        HandlerTimeoutFuture { future, deadline }
+    pub(crate) fn new(future: F, expiry: Expiry) -> Self {
+        HandlerTimeoutFuture { future, expiry }
     }
 }
 
@@ -38,14 +38,14 @@ where
         if let Poll::Ready(result) = this.future.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
         }
-        this.deadline.poll_expired(cx).map(Err)
+        this.expiry.poll_expired(cx).map(Err)
     }
 }
 
 impl<F> std::fmt::Debug for HandlerTimeoutFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HandlerTimeoutFuture")
-            .field("deadline", &self.deadline)
+            .field("expiry", &self.expiry)
             .finish_non_exhaustive()
     }
 }

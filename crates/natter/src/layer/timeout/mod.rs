@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tower::Service;
 
-use self::deadline::Deadline;
+use self::deadline::Expiry;
 pub use self::future::HandlerTimeoutFuture;
 pub use self::layer::HandlerTimeoutLayer;
 use crate::BoxError;
@@ -78,6 +78,6 @@ where
 
     #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
-        HandlerTimeoutFuture::new(self.inner.call(request), Deadline::new(Some(self.timeout)))
+        HandlerTimeoutFuture::new(self.inner.call(request), Expiry::new(Some(self.timeout)))
     }
 }
