@@ -757,6 +757,92 @@ mod memory {
         let _ = within("the connection to end", served).await;
     }
 
+    /// A stream that counts its shutdowns and, like turmoil's simulated
+    /// TCP, refuses a second one.
+    struct OneShutdown {
+        inner: tokio::io::DuplexStream,
+        shutdowns: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl tokio::io::AsyncRead for OneShutdown {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for OneShutdown {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            use std::sync::atomic::Ordering;
+            if self.shutdowns.fetch_add(1, Ordering::SeqCst) > 0 {
+                return std::task::Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()));
+            }
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    impl natter::transport::Io for OneShutdown {}
+
+    /// A closing connection sends FIN once and then lingers, reading what
+    /// the peer still sends, until the peer closes too: it does not ask for
+    /// a second shutdown at every wake-up (a stream that refuses one would
+    /// end the linger, and a late request then draw a reset).
+    #[tokio::test]
+    async fn a_closing_connection_shuts_down_once_and_lingers_through_late_requests() {
+        let shutdowns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (server_end, mut client_end) = tokio::io::duplex(1024);
+        let io = OneShutdown {
+            inner: server_end,
+            shutdowns: shutdowns.clone(),
+        };
+        let served = tokio::spawn(Server::builder().linger(Duration::from_secs(30)).serve_io(
+            io,
+            |conn: &Conn| {
+                let conn = conn.clone();
+                service_fn(move |frame: Frame| {
+                    conn.close();
+                    async move { Ok::<_, Infallible>(frame) }
+                })
+            },
+        ));
+        client_end.write_all(b"bye\n").await.unwrap();
+        let mut reply = Vec::new();
+        // The reply, then the server's FIN.
+        within("the reply and the FIN", client_end.read_to_end(&mut reply))
+            .await
+            .unwrap();
+        assert_eq!(reply, b"bye\n");
+        // Late requests: read and dropped while the server lingers.
+        for _ in 0..3 {
+            client_end.write_all(b"late\n").await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        drop(client_end);
+        let _ = within("the connection to end", served).await;
+        assert_eq!(shutdowns.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn serve_io_over_a_duplex_answers_in_order_through_partial_writes_and_a_half_close() {
         // A 16-byte pipe: every write of either side is partial.

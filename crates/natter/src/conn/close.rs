@@ -11,14 +11,25 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Sends FIN (once it can), then reads and discards until the peer closes
-/// or the stream fails. The caller bounds it in time.
-pub(super) fn poll_close_politely<T>(io: &mut T, cx: &mut Context<'_>) -> Poll<()>
+/// Sends FIN (once it can; `fin_sent` remembers it across polls), then
+/// reads and discards until the peer closes or the stream fails. The
+/// caller bounds it in time.
+///
+/// The shutdown is asked for once: a stream may refuse a second one (a
+/// simulated one does; Linux takes it), and that must not end the linger.
+pub(super) fn poll_close_politely<T>(
+    io: &mut T,
+    cx: &mut Context<'_>,
+    fin_sent: &mut bool,
+) -> Poll<()>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    if ready!(Pin::new(&mut *io).poll_shutdown(cx)).is_err() {
-        return Poll::Ready(());
+    if !*fin_sent {
+        if ready!(Pin::new(&mut *io).poll_shutdown(cx)).is_err() {
+            return Poll::Ready(());
+        }
+        *fin_sent = true;
     }
     let mut scratch = [0u8; 1024];
     loop {

@@ -190,6 +190,7 @@ where
             on_error: config.on_error,
             last_error: None,
             shut: false,
+            fin_sent: false,
             tally: Tally::default(),
             reason: CloseReason::Peer,
         }
@@ -250,8 +251,10 @@ pin_project! {
         on_error: Option<ErrorHook>,
         // What the connection returns: the last error reported.
         last_error: Option<Error>,
-        // Closing politely: FIN sent.
+        // Closing politely: the linger started.
         shut: bool,
+        // Closing politely: the stream took our FIN.
+        fin_sent: bool,
         // What this batch did, added to the counters at its end.
         tally: Tally,
         // Why the connection ends, for the closed-connections metric.
@@ -389,7 +392,7 @@ where
         if this.write_timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(());
         }
-        close::poll_close_politely(this.io, cx)
+        close::poll_close_politely(this.io, cx, this.fin_sent)
     }
 
     /// The last error the connection reported.
