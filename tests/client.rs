@@ -936,3 +936,34 @@ async fn an_answer_over_the_frame_limit_fails_every_waiting_request_at_once() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_answer_cut_short_by_a_closing_server_is_not_an_answer() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let mut client = Client::builder().connect_service(addr).await.unwrap();
+        let mut events = client.events();
+        let mut server = accept(&listener).await;
+        let first = client.ready().await.unwrap().call("one".into());
+        let second = client.ready().await.unwrap().call("two".into());
+        assert_eq!(read_line(&mut server).await, "one\n");
+        assert_eq!(read_line(&mut server).await, "two\n");
+        // The second answer is cut off by the close.
+        server.get_mut().write_all(b"VALUE-1\nVAL").await.unwrap();
+        drop(server);
+        assert_eq!(first.await.unwrap(), "VALUE-1");
+        assert!(matches!(second.await, Err(Error::Closed)));
+        let error = next_event(&mut events, |kind| matches!(kind, EventKind::Error { .. })).await;
+        assert!(
+            matches!(
+                &error,
+                EventKind::Error {
+                    error: Error::Decode(_),
+                    closing: true
+                }
+            ),
+            "{error:?}"
+        );
+    })
+    .await;
+}

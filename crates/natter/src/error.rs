@@ -293,6 +293,7 @@ impl From<CodecError> for Error {
             CodecError::DelimiterInFrame { offset } => Error::DelimiterInFrame { offset },
             CodecError::Json { prefix, source } => Error::Json { prefix, source },
             CodecError::Io(source) => Error::Io(source),
+            error @ CodecError::IncompleteFrame { .. } => Error::Decode(Arc::new(error)),
         }
     }
 }

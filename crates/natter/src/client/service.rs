@@ -181,9 +181,11 @@ impl ClientService {
     pub(super) async fn start<D: Dial, C: FrameCodec>(
         dialer: D,
         first: Option<Dialled<D::Io>>,
-        settings: Settings<C>,
+        mut settings: Settings<C>,
         events: EventSender,
     ) -> ClientService {
+        // An answer cut short by a closing server is not an answer.
+        crate::codec::make_strict_at_end(&mut settings.config.codec);
         let (states, _) = watch::channel(LinkState::Connecting);
         let control = Arc::new(Control {
             states: Arc::new(states),

@@ -35,6 +35,15 @@ pub enum CodecError {
         limit: usize,
     },
 
+    /// Input ended in the middle of a frame (see
+    /// [`DelimiterCodec::strict_end`](super::DelimiterCodec::strict_end)):
+    /// these bytes came without the delimiter that would end them.
+    #[error("input ended in the middle of a frame: {len} bytes without a delimiter")]
+    IncompleteFrame {
+        /// How many bytes were left.
+        len: usize,
+    },
+
     /// A frame to be sent is longer than the limit, so a peer with the same
     /// limit would refuse it. Nothing was written.
     #[error("frame to send is {len} bytes, longer than the limit of {limit}")]

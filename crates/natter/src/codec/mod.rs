@@ -165,6 +165,9 @@ pub struct DelimiterCodec {
     next_index: usize,
     /// Dropping the rest of an oversized frame, up to its delimiter.
     discarding: bool,
+    /// Bytes left without a delimiter at end of input are an error, not
+    /// the last frame.
+    strict_end: bool,
     /// Cut every complete frame in the buffer at once (see
     /// [`cut_in_batches`]).
     batches: bool,
@@ -202,6 +205,7 @@ impl DelimiterCodec {
             max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
             next_index: 0,
             discarding: false,
+            strict_end: false,
             batches: false,
             batch: Bytes::new(),
             next: 0,
@@ -241,6 +245,29 @@ impl DelimiterCodec {
     /// buffer without bound, so do that only for trusted peers.
     pub fn max_frame_length(mut self, max_frame_length: usize) -> Self {
         self.max_frame_length = max_frame_length;
+        self
+    }
+
+    /// Whether bytes left without a delimiter at end of input are
+    /// [`CodecError::IncompleteFrame`] (`true`) or the last frame (`false`,
+    /// the default, as a line protocol's server wants: `printf 'a\nb'`
+    /// sends two lines). A client that matches answers to requests wants
+    /// `true`: an answer cut short by a closing server is not an answer.
+    /// [`ClientService`](crate::ClientService) sets it on its codec. EOF
+    /// mode is not affected: there the end of input ends the frame.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use natter::{CodecError, DelimiterCodec};
+    /// use tokio_util::codec::Decoder;
+    ///
+    /// let mut codec = DelimiterCodec::lines().strict_end(true);
+    /// let mut buf = BytesMut::from("whole\ncut sh");
+    /// assert_eq!(codec.decode_eof(&mut buf).unwrap().unwrap(), "whole");
+    /// assert!(matches!(codec.decode_eof(&mut buf), Err(CodecError::IncompleteFrame { len: 6 })));
+    /// ```
+    pub fn strict_end(mut self, strict: bool) -> Self {
+        self.strict_end = strict;
         self
     }
 
@@ -528,6 +555,14 @@ impl DelimiterCodec {
 /// for the connection's whole life. Anyone else may take a buffer back
 /// from a codec (`Framed::into_parts`, to switch protocols), and expect
 /// every byte not decoded yet to be in it, not in the codec.
+/// Makes a [`DelimiterCodec`] strict about its end (see
+/// [`DelimiterCodec::strict_end`]); any other codec is left as it is.
+pub(crate) fn make_strict_at_end<C: Any>(codec: &mut C) {
+    if let Some(codec) = (codec as &mut dyn Any).downcast_mut::<DelimiterCodec>() {
+        codec.strict_end = true;
+    }
+}
+
 pub(crate) fn cut_in_batches<C: Any>(codec: &mut C) {
     if let Some(codec) = (codec as &mut dyn Any).downcast_mut::<DelimiterCodec>() {
         codec.batches = true;
@@ -624,6 +659,11 @@ impl Decoder for DelimiterCodec {
         }
         if buf.is_empty() {
             return Ok(None);
+        }
+        if self.strict_end && self.delimiter != Delimiter::Eof {
+            let len = buf.len();
+            buf.clear();
+            return Err(CodecError::IncompleteFrame { len });
         }
         // The bytes left without a delimiter are the last frame (in EOF
         // mode, the only one). `decode` already checked the limit.
