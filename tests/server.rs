@@ -1254,3 +1254,43 @@ fn a_connection_is_forgotten_before_it_is_reported_closed_even_with_a_slow_log_s
         assert_eq!(handle.refused_connections(), 0);
     }));
 }
+
+/// A service that is never ready (a server-wide concurrency limit held
+/// elsewhere, say) does not hold a frame forever: the handler timeout
+/// bounds the wait for readiness too, and the frame fails as a timed-out
+/// one, answered by the hook or closing the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_waiting_for_a_service_that_is_never_ready_times_out_like_a_slow_handler() {
+    use tower::limit::GlobalConcurrencyLimitLayer;
+    within("the test", async {
+        for hooked in [false, true] {
+            let held = Arc::new(tokio::sync::Semaphore::new(0));
+            let builder = Server::builder()
+                .handler_timeout(Duration::from_millis(200))
+                .layer(GlobalConcurrencyLimitLayer::with_semaphore(held.clone()));
+            let builder = if hooked {
+                builder.on_error(|error: &Error, _: &Conn| {
+                    error.is_timeout().then(|| Frame::from("-ERR busy"))
+                })
+            } else {
+                builder
+            };
+            let server = start(builder.bind("127.0.0.1:0").await.unwrap(), echo);
+            let mut events = server.handle.events();
+            let mut client = connect(server.addr).await;
+            if hooked {
+                exchange(&mut client, "a\nb\n", "-ERR busy\n-ERR busy\n").await;
+            } else {
+                client.write_all(b"a\nb\n").await.unwrap();
+                assert_eq!(read_to_eof(&mut client).await, "");
+            }
+            let error = next_error(&mut events, addr_of(&client)).await;
+            assert!(
+                matches!(error, Error::HandlerTimeout { timeout } if timeout == Duration::from_millis(200)),
+                "{error:?}"
+            );
+            server.shutdown().await;
+        }
+    })
+    .await
+}

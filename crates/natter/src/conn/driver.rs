@@ -129,6 +129,9 @@ pub(super) enum Exit {
 /// The per-connection limits the driver enforces.
 struct Limits {
     idle_timeout: Option<Duration>,
+    /// How long a frame may wait for the service to be ready, as for its
+    /// handler to finish.
+    handler_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     write_buffer: usize,
     max_in_flight: usize,
@@ -182,12 +185,15 @@ where
             events,
             limits: Limits {
                 idle_timeout: config.idle_timeout,
+                handler_timeout: config.handler_timeout,
                 write_timeout: config.write_timeout,
                 write_buffer: config.write_buffer,
                 max_in_flight: config.max_in_flight,
                 linger: config.linger,
             },
             on_error: config.on_error,
+            ready_timer: None,
+            waiting_ready: false,
             last_error: None,
             shut: false,
             fin_sent: false,
@@ -251,6 +257,11 @@ pin_project! {
         on_error: Option<ErrorHook>,
         // What the connection returns: the last error reported.
         last_error: Option<Error>,
+        // A frame waits for the service to be ready: since when, bounded
+        // like a handler (made only for a service that ever makes a frame
+        // wait).
+        ready_timer: Option<Pin<Box<Sleep>>>,
+        waiting_ready: bool,
         // Closing politely: the linger started.
         shut: bool,
         // Closing politely: the stream took our FIN.
@@ -345,6 +356,9 @@ where
                 return Poll::Ready(Exit::Finished);
             }
             if this.idle(cx, &mut pass) {
+                continue;
+            }
+            if this.ready_stalled(cx) {
                 continue;
             }
             if this.write_stalled(cx) {
@@ -599,9 +613,11 @@ where
             match offered {
                 Offer::Taken(future) => {
                     self.pipeline.as_mut().push(future);
+                    *self.waiting_ready = false;
                     progress = true;
                 }
                 Offer::Panicked(error) => {
+                    *self.waiting_ready = false;
                     self.pipeline.as_mut().push_failed(error);
                     progress = true;
                 }
@@ -611,6 +627,7 @@ where
                 }
                 Offer::Busy(frame) => {
                     *self.pending = Some(frame);
+                    self.wait_ready();
                     break;
                 }
             }
@@ -742,6 +759,51 @@ where
         // us without keeping our waker, it has our waker until it fires.
         *self.idle_watched = !fired && coop::has_budget_remaining();
         fired
+    }
+
+    /// The frame in hand starts waiting for the service to be ready: the
+    /// handler timeout bounds that wait too, so that a service that is
+    /// never ready (a concurrency limit held elsewhere, a rate limit) does
+    /// not hold the frame, and its connection, forever.
+    #[cold]
+    fn wait_ready(&mut self) {
+        if *self.waiting_ready {
+            return;
+        }
+        let Some(timeout) = self.limits.handler_timeout else {
+            return;
+        };
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            return;
+        };
+        *self.waiting_ready = true;
+        match self.ready_timer.as_mut() {
+            Some(timer) => timer.as_mut().reset(deadline),
+            None => *self.ready_timer = Some(Box::pin(sleep_until(deadline))),
+        }
+    }
+
+    /// Whether the frame in hand waited for the service past the handler
+    /// timeout; if so, it fails with [`Error::HandlerTimeout`] in its turn
+    /// (answered by the hook, or closing the connection), and the
+    /// connection goes on with the next.
+    fn ready_stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        if !*self.waiting_ready || self.pending.is_none() {
+            return false;
+        }
+        let (Some(timer), Some(timeout)) = (self.ready_timer.as_mut(), self.limits.handler_timeout)
+        else {
+            return false;
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        *self.waiting_ready = false;
+        *self.pending = None;
+        self.pipeline
+            .as_mut()
+            .push_failed(Box::new(Error::HandlerTimeout { timeout }));
+        true
     }
 
     /// The write timeout: the peer stopped reading what we write. Returns

@@ -142,16 +142,17 @@ macro_rules! connection_options {
             self
         }
 
-        /// Closes a connection whose handler has not finished a frame
-        /// within this long (default 60 s; `None` turns it off). That frame
-        /// fails with [`Error::HandlerTimeout`](crate::Error::HandlerTimeout),
-        /// the replies to the frames before it are written, no later frame
-        /// is answered, and the connection closes. Without it a handler that
-        /// never returns holds its connection, and a connection slot, until
-        /// shutdown whatever the peer does: the idle clock stops while a
-        /// handler runs. For a per-frame limit that keeps the connection
-        /// open, add a [`HandlerTimeoutLayer`](crate::layer::HandlerTimeoutLayer)
-        /// with a shorter time.
+        /// Bounds how long one frame may take (default 60 s; `None` turns
+        /// it off): its handler from its first `Pending`, and before that
+        /// the wait for the service to be ready (a concurrency or rate
+        /// limit held elsewhere). Past it the frame fails with
+        /// [`Error::HandlerTimeout`](crate::Error::HandlerTimeout) and, as
+        /// every failed frame, is answered by the
+        /// [`on_error`](Self::on_error) hook or closes the connection after
+        /// the replies before it. Without it a handler that never returns,
+        /// or a service never ready, holds its connection and a connection
+        /// slot until shutdown whatever the peer does: the idle clock stops
+        /// while a frame is in hand.
         pub fn handler_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
             self.conn.handler_timeout = timeout.into();
             self
