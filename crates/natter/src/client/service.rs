@@ -26,6 +26,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -67,6 +68,10 @@ struct Link {
     /// One permit per request that may still be sent (`max_pending`).
     pending: Arc<Semaphore>,
     counters: Arc<Counters>,
+    /// Set once the connection stops reading: the link takes no more
+    /// requests, and the supervisor publishes what comes next. Until then
+    /// `poll_ready` need not look for a new state.
+    dead: AtomicBool,
 }
 
 impl Link {
@@ -76,9 +81,18 @@ impl Link {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether the connection stopped reading.
+    #[inline]
+    fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
     /// Fails every waiting request with `Error::Closed` (by dropping its
-    /// sender).
+    /// sender), and wakes whoever waits for a place: the link is dead, and
+    /// they are to look for the next one.
     fn fail_waiting(&self) {
+        self.dead.store(true, Ordering::Release);
+        self.pending.close();
         let failed = std::mem::take(&mut *self.waiters());
         for _ in failed {
             self.counters.request_done(None);
@@ -300,23 +314,31 @@ impl tower::Service<Frame> for ClientService {
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         loop {
-            while let Poll::Ready(update) = self.updates.poll_next_unpin(cx) {
-                self.apply(update.unwrap_or(LinkState::Closed));
+            // While the current link is alive there is no new state to
+            // look for: every change follows its death (`fail_waiting`),
+            // which also wakes a wait for a place.
+            if !matches!(&self.current, LinkState::Up(link) if !link.is_dead()) {
+                while let Poll::Ready(update) = self.updates.poll_next_unpin(cx) {
+                    self.apply(update.unwrap_or(LinkState::Closed));
+                }
+                match &self.current {
+                    LinkState::Up(link) if !link.is_dead() => {}
+                    LinkState::Closed => return Poll::Ready(Err(Error::Closed)),
+                    // Dead or redialling: `updates` will wake us.
+                    _ => return Poll::Pending,
+                }
             }
             let (Some(sender), Some(permits)) = (self.sender.as_mut(), self.permits.as_mut())
             else {
-                return match self.current {
-                    LinkState::Closed => Poll::Ready(Err(Error::Closed)),
-                    _ => Poll::Pending,
-                };
+                return Poll::Pending;
             };
             // A place under `max_pending` first, then a slot in the send
             // queue.
             if self.permit.is_none() {
                 match permits.poll_acquire(cx) {
                     Poll::Ready(Some(permit)) => self.permit = Some(permit),
-                    // The semaphore is never closed.
-                    Poll::Ready(None) => return Poll::Ready(Err(Error::Closed)),
+                    // Closed: the link died while we waited.
+                    Poll::Ready(None) => continue,
                     Poll::Pending => return Poll::Pending,
                 }
             }
@@ -500,6 +522,7 @@ impl<D: Dial, C: FrameCodec> Supervisor<D, C> {
             waiters: Mutex::default(),
             pending: Arc::new(Semaphore::new(permits)),
             counters: self.events.counters().clone(),
+            dead: AtomicBool::new(false),
         });
         self.states.send_replace(LinkState::Up(link.clone()));
         if let Some(up) = up {
