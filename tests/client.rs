@@ -522,6 +522,52 @@ async fn a_server_that_reads_but_never_answers_fills_max_pending_and_then_readin
 }
 
 #[tokio::test]
+async fn a_server_that_does_not_read_makes_readiness_wait_once_write_buffer_bytes_are_queued() {
+    within(async {
+        // A pipe of 256 bytes, and a write buffer of 128: at most about
+        // 256 + 2 x 128 bytes (and a request) can be out of the caller's
+        // hands, whatever max_pending allows.
+        let (ours, theirs) = tokio::io::duplex(256);
+        let mut service = Client::builder()
+            .write_buffer(128)
+            .max_pending(1000)
+            .connect_service(natter::transport::memory::Once::new(ours))
+            .await
+            .unwrap();
+        let request = Frame::from("x".repeat(63));
+        let mut calls = Vec::new();
+        while let Ok(ready) = tokio::time::timeout(ms(100), service.ready()).await {
+            calls.push(ready.unwrap().call(request.clone()));
+            assert!(calls.len() <= 16, "readiness never waited");
+        }
+        assert!(calls.len() >= 4, "only {} requests went out", calls.len());
+
+        // Once the server reads and answers, every request is answered
+        // and readiness comes back.
+        let (read, mut write) = tokio::io::split(theirs);
+        let mut read = BufReader::new(read);
+        let answers = tokio::spawn(async move {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if read.read_line(&mut line).await.unwrap() == 0 {
+                    break;
+                }
+                write.write_all(line.as_bytes()).await.unwrap();
+            }
+        });
+        for call in calls {
+            assert_eq!(call.await.unwrap(), request);
+        }
+        let answer = service.ready().await.unwrap().call(request.clone());
+        assert_eq!(answer.await.unwrap(), request);
+        service.close();
+        answers.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn max_pending_zero_is_refused() {
     let error = Client::builder()
         .max_pending(0)

@@ -6,6 +6,12 @@
 //! queue must be the same: the request is queued for writing and its waiter
 //! is queued in one step, under one lock.
 //!
+//! The request is encoded straight into the link's queue, which the
+//! connection's driver empties into its write buffer once per batch; no
+//! request is allocated on its own. The queue holds at most `max_pending`
+//! requests, and `poll_ready` also waits while it holds `write_buffer`
+//! bytes or more, until the driver takes them.
+//!
 //! A request whose caller gave up (a timeout layer dropped its future)
 //! keeps its place in the queue: the late answer is read and discarded, and
 //! the next answer goes to the next request. An answer is never given to
@@ -28,22 +34,22 @@ use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use futures::StreamExt;
 use futures::future::{Ready, ready};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio_stream::wrappers::WatchStream;
-use tokio_util::sync::{CancellationToken, PollSemaphore, PollSender};
+use tokio_util::sync::{CancellationToken, PollSemaphore};
 
 use super::backoff::Backoff;
 use super::dial::dial_within;
 use crate::codec::FrameCodec;
-use crate::conn::{Conn, ConnConfig, Connection, Signals};
+use crate::conn::{Conn, ConnConfig, Connection, EncodeInto, Requests, Signals};
 use crate::event::{EventKind, EventSender, Events};
 use crate::stats::{Counters, Stats};
 use crate::transport::{Addr, Dial, Dialled};
@@ -59,12 +65,13 @@ struct Waiter {
 
 /// One connection, as the requests on it see it.
 struct Link {
-    sender: mpsc::Sender<Bytes>,
-    /// Encodes requests with the connection's codec.
     conn: Conn,
-    /// Requests written (or queued to be) and not yet answered, in wire
-    /// order.
-    waiters: Mutex<VecDeque<Waiter>>,
+    /// The requests' bytes and their waiters.
+    queue: Mutex<Queue>,
+    /// `queue` holds `high_water` bytes or more that the driver has not
+    /// taken: `poll_ready` waits. Changed under the lock only.
+    full: AtomicBool,
+    high_water: usize,
     /// One permit per request that may still be sent (`max_pending`).
     pending: Arc<Semaphore>,
     counters: Arc<Counters>,
@@ -74,11 +81,71 @@ struct Link {
     dead: AtomicBool,
 }
 
+/// What a link's lock guards: the requests not yet written, and every
+/// request not yet answered, in the same order.
+struct Queue {
+    /// Requests encoded and not yet taken by the driver.
+    bytes: BytesMut,
+    /// How many requests `bytes` holds.
+    frames: u64,
+    /// The connection's codec, for requests.
+    encoder: Box<dyn EncodeInto>,
+    /// Requests written (or queued to be) and not yet answered, in wire
+    /// order.
+    waiters: VecDeque<Waiter>,
+    /// The driver, to wake when the first request of a batch is queued.
+    driver: Option<Waker>,
+    /// Tasks whose `poll_ready` waits for the driver to take `bytes`.
+    room: Vec<Waker>,
+}
+
+/// A queue's bytes above this capacity are given back once taken: one
+/// large request does not pin its size for the connection's life.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
 impl Link {
-    fn waiters(&self) -> MutexGuard<'_, VecDeque<Waiter>> {
-        self.waiters
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits for the driver to take the queued bytes: returns whether there
+    /// is room now.
+    #[cold]
+    fn wait_for_room(&self, cx: &mut Context<'_>) -> bool {
+        let mut queue = self.queue();
+        if !self.full.load(Ordering::Relaxed) || self.is_dead() {
+            return true;
+        }
+        if !queue.room.iter().any(|waker| waker.will_wake(cx.waker())) {
+            queue.room.push(cx.waker().clone());
+        }
+        false
+    }
+
+    /// Queues `request` and its waiter, in one step; wakes the driver for
+    /// the first request of a batch.
+    fn send(&self, request: Frame, waiter: Waiter) -> Result<(), Error> {
+        let mut guard = self.queue();
+        // Checked under the lock `fail_waiting` takes after setting it: a
+        // request never waits on a link that failed its waiters.
+        if self.is_dead() {
+            return Err(Error::Closed);
+        }
+        let queue = &mut *guard;
+        queue.encoder.encode_into(request, &mut queue.bytes)?;
+        queue.frames += 1;
+        queue.waiters.push_back(waiter);
+        if queue.bytes.len() >= self.high_water {
+            self.full.store(true, Ordering::Relaxed);
+        }
+        let driver = queue.driver.take();
+        drop(guard);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        Ok(())
     }
 
     /// Whether the connection stopped reading.
@@ -93,10 +160,49 @@ impl Link {
     fn fail_waiting(&self) {
         self.dead.store(true, Ordering::Release);
         self.pending.close();
-        let failed = std::mem::take(&mut *self.waiters());
+        let (failed, room) = {
+            let mut queue = self.queue();
+            (
+                std::mem::take(&mut queue.waiters),
+                std::mem::take(&mut queue.room),
+            )
+        };
+        room.into_iter().for_each(Waker::wake);
         for _ in failed {
             self.counters.request_done(None);
         }
+    }
+}
+
+impl Requests for Link {
+    fn take(&self, waker: &Waker, put: &mut dyn FnMut(&[u8])) -> u64 {
+        let mut queue = self.queue();
+        if !queue
+            .driver
+            .as_ref()
+            .is_some_and(|driver| driver.will_wake(waker))
+        {
+            queue.driver = Some(waker.clone());
+        }
+        if queue.frames == 0 {
+            return 0;
+        }
+        put(&queue.bytes);
+        if queue.bytes.capacity() > KEEP_CAPACITY {
+            queue.bytes = BytesMut::new();
+        } else {
+            queue.bytes.clear();
+        }
+        let room = if self.full.load(Ordering::Relaxed) {
+            self.full.store(false, Ordering::Relaxed);
+            std::mem::take(&mut queue.room)
+        } else {
+            Vec::new()
+        };
+        let frames = std::mem::take(&mut queue.frames);
+        drop(queue);
+        room.into_iter().for_each(Waker::wake);
+        frames
     }
 }
 
@@ -129,9 +235,9 @@ enum LinkState {
 /// A `ClientService` is a tower service: put request timeouts, retries and
 /// limits around it with [`tower::ServiceBuilder`]. Of the builder's
 /// options, those of the connection apply (codec, idle and write timeouts,
-/// write buffer, send queue, linger, reconnect, `max_pending`);
+/// write buffer, linger, reconnect, `max_pending`);
 /// [`layer`](crate::ClientBuilder::layer), `handler_timeout`,
-/// `max_in_flight` and `on_error` concern a handler of frames the server
+/// `max_in_flight`, `send_queue` and `on_error` concern a handler of frames the server
 /// sends, which a `ClientService` does not have.
 ///
 /// When the connection
@@ -160,15 +266,10 @@ enum LinkState {
 pub struct ClientService {
     updates: WatchStream<LinkState>,
     current: LinkState,
-    /// A sender of the current link, holding the slot `poll_ready` reserved.
-    sender: Option<PollSender<Bytes>>,
     /// The current link's `pending` semaphore, and the permit `poll_ready`
-    /// took from it for the next request.
+    /// took from it for the next request: the readiness `call` needs.
     permits: Option<PollSemaphore>,
     permit: Option<OwnedSemaphorePermit>,
-    /// Whether `sender` holds a reserved slot. `PollSender::send_item`
-    /// panics without one, so `call` checks this first.
-    reserved: bool,
     control: Arc<Control>,
 }
 
@@ -229,10 +330,8 @@ impl ClientService {
         let mut service = ClientService {
             updates: WatchStream::from_changes(receiver),
             current: LinkState::Closed,
-            sender: None,
             permits: None,
             permit: None,
-            reserved: false,
             control,
         };
         service.apply(current);
@@ -240,14 +339,10 @@ impl ClientService {
     }
 
     fn apply(&mut self, state: LinkState) {
-        self.reserved = false;
         self.permit = None;
-        (self.sender, self.permits) = match &state {
-            LinkState::Up(link) => (
-                Some(PollSender::new(link.sender.clone())),
-                Some(PollSemaphore::new(link.pending.clone())),
-            ),
-            _ => (None, None),
+        self.permits = match &state {
+            LinkState::Up(link) => Some(PollSemaphore::new(link.pending.clone())),
+            _ => None,
         };
         self.current = state;
     }
@@ -328,12 +423,11 @@ impl tower::Service<Frame> for ClientService {
                     _ => return Poll::Pending,
                 }
             }
-            let (Some(sender), Some(permits)) = (self.sender.as_mut(), self.permits.as_mut())
+            let (LinkState::Up(link), Some(permits)) = (&self.current, self.permits.as_mut())
             else {
                 return Poll::Pending;
             };
-            // A place under `max_pending` first, then a slot in the send
-            // queue.
+            // A place under `max_pending` first, then room in the queue.
             if self.permit.is_none() {
                 match permits.poll_acquire(cx) {
                     Poll::Ready(Some(permit)) => self.permit = Some(permit),
@@ -342,48 +436,36 @@ impl tower::Service<Frame> for ClientService {
                     Poll::Pending => return Poll::Pending,
                 }
             }
-            match sender.poll_reserve(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.reserved = true;
-                    return Poll::Ready(Ok(()));
-                }
-                // This link's driver is gone; the supervisor is about to
-                // publish what comes next, and `updates` will wake us.
-                Poll::Ready(Err(_)) => {
-                    self.apply(LinkState::Connecting);
-                    continue;
-                }
-                Poll::Pending => return Poll::Pending,
+            if link.full.load(Ordering::Relaxed) && !link.wait_for_room(cx) {
+                return Poll::Pending;
             }
+            if link.is_dead() {
+                continue;
+            }
+            return Poll::Ready(Ok(()));
         }
     }
 
     fn call(&mut self, request: Frame) -> ResponseFuture {
-        // Without a slot reserved by `poll_ready` (a clone, say, which does
-        // not carry readiness), the request fails unsent.
-        let permit = self.permit.take();
-        let (true, Some(permit)) = (std::mem::take(&mut self.reserved), permit) else {
+        // Without the place `poll_ready` took (a clone, say, which does not
+        // carry readiness), the request fails unsent.
+        let Some(permit) = self.permit.take() else {
             return ResponseFuture::failed(Error::NotReady);
         };
-        let (LinkState::Up(link), Some(sender)) = (&self.current, self.sender.as_mut()) else {
+        let LinkState::Up(link) = &self.current else {
             return ResponseFuture::failed(Error::Closed);
-        };
-        let bytes = match link.conn.encode(request) {
-            Ok(bytes) => bytes,
-            Err(error) => return ResponseFuture::failed(error),
         };
         let (waiter, answer) = oneshot::channel();
-        let mut waiters = link.waiters();
-        // `send_item` fails if the connection closed since `poll_ready`:
-        // the request is not sent at all.
-        if sender.send_item(bytes).is_err() {
-            return ResponseFuture::failed(Error::Closed);
-        }
-        waiters.push_back(Waiter {
+        let waiter = Waiter {
             answer: waiter,
             _place: permit,
             sent: Instant::now(),
-        });
+        };
+        // Fails unsent if the request cannot be encoded, or if the
+        // connection stopped reading since `poll_ready`.
+        if let Err(error) = link.send(request, waiter) {
+            return ResponseFuture::failed(error);
+        }
         link.counters.request_sent();
         ResponseFuture::waiting(answer)
     }
@@ -455,7 +537,8 @@ impl tower::Service<Frame> for Responder {
     }
 
     fn call(&mut self, frame: Frame) -> Self::Future {
-        let Some(waiter) = self.link.waiters().pop_front() else {
+        let waiter = self.link.queue().waiters.pop_front();
+        let Some(waiter) = waiter else {
             // The server is out of step with our requests: nothing it sends
             // can be trusted to answer the right one. The error closes the
             // connection.
@@ -506,7 +589,7 @@ impl<D: Dial, C: FrameCodec> Supervisor<D, C> {
     /// Runs one connection until it ends. The requests still waiting on it
     /// fail as soon as it stops reading.
     async fn serve(&self, dialled: Dialled<D::Io>, up: Option<oneshot::Sender<()>>) {
-        let connection = Connection::new(
+        let mut connection = Connection::new(
             dialled.io,
             dialled.peer,
             dialled.local,
@@ -517,13 +600,22 @@ impl<D: Dial, C: FrameCodec> Supervisor<D, C> {
         let conn = connection.conn().clone();
         let permits = self.settings.max_pending.min(Semaphore::MAX_PERMITS);
         let link = Arc::new(Link {
-            sender: conn.sender(),
             conn: conn.clone(),
-            waiters: Mutex::default(),
+            queue: Mutex::new(Queue {
+                bytes: BytesMut::new(),
+                frames: 0,
+                encoder: Box::new(self.settings.config.codec.clone()),
+                waiters: VecDeque::new(),
+                driver: None,
+                room: Vec::new(),
+            }),
+            full: AtomicBool::new(false),
+            high_water: self.settings.config.write_buffer,
             pending: Arc::new(Semaphore::new(permits)),
             counters: self.events.counters().clone(),
             dead: AtomicBool::new(false),
         });
+        connection.write_requests(link.clone());
         self.states.send_replace(LinkState::Up(link.clone()));
         if let Some(up) = up {
             let _ = up.send(());

@@ -4,13 +4,14 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 use tower::Service;
 
 use super::driver::{Driver, Exit, Signals};
-use super::{Conn, ConnConfig, Outbound};
+use super::{Conn, ConnConfig, Outbound, Requests};
 use crate::codec::FrameCodec;
 use crate::event::{EventKind, EventSender};
 use crate::transport::{Addr, Io};
@@ -54,6 +55,11 @@ impl<T: Io, C: FrameCodec> Connection<T, C> {
     /// The connection's context.
     pub(crate) fn conn(&self) -> &Conn {
         &self.conn
+    }
+
+    /// Writes what `requests` queues too (a `ClientService`'s requests).
+    pub(crate) fn write_requests(&mut self, requests: Arc<dyn Requests>) {
+        self.outbound.requests = Some(requests);
     }
 
     /// Builds the connection's service with `make`. A factory that panics

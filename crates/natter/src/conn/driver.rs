@@ -53,7 +53,7 @@ use super::offer::{Offer, offer};
 use super::pipeline::{HandlerFuture, Outcome, Pipeline};
 use super::read::{FrameReader, ReadError};
 use super::write::FrameWriter;
-use super::{Conn, ConnConfig, ErrorHook, Outbound};
+use super::{Conn, ConnConfig, ErrorHook, Outbound, Requests};
 use crate::codec::FrameCodec;
 use crate::event::{EventKind, EventSender};
 use crate::layer::panic::panic_error;
@@ -167,6 +167,7 @@ where
             pending: None,
             failed: false,
             outbound: outbound.receiver,
+            requests: outbound.requests,
             reading: Reading::Open,
             idle_deadline,
             idle_timer: sleep_until(idle_deadline),
@@ -220,6 +221,8 @@ pin_project! {
         // position, and would take the next reply for the failed frame's.
         failed: bool,
         outbound: mpsc::Receiver<Bytes>,
+        // A client's requests, queued already encoded.
+        requests: Option<Arc<dyn Requests>>,
         reading: Reading,
         // The idle deadline moves with every frame; the timer is only reset
         // when it fires early, so a busy connection does not touch the
@@ -346,7 +349,7 @@ where
                     break;
                 }
             }
-            let finishing = this.finishing();
+            let finishing = this.finishing(cx);
             match this.flush(cx, finishing, flush_at) {
                 Flushed::Again => continue,
                 Flushed::Exit(exit) => return Poll::Ready(exit),
@@ -471,8 +474,12 @@ where
         false
     }
 
-    /// Frames sent through `Conn`, into the write buffer.
+    /// Frames sent through `Conn` (and a client's requests), into the
+    /// write buffer.
     fn take_sent(&mut self, cx: &mut Context<'_>) {
+        if self.requests.is_some() && self.writer.len() < self.limits.write_buffer {
+            self.take_requests(cx.waker());
+        }
         if *self.outbound_watched && self.outbound.is_empty() {
             return;
         }
@@ -490,6 +497,16 @@ where
                     break;
                 }
             }
+        }
+    }
+
+    /// A client's requests, into the write buffer: all that are queued
+    /// (their number is bounded by `max_pending`, their bytes by the
+    /// client, which waits while the queue holds `write_buffer` bytes).
+    fn take_requests(&mut self, waker: &Waker) {
+        if let Some(requests) = self.requests.as_ref() {
+            let writer = &mut *self.writer;
+            self.tally.frames_written += requests.take(waker, &mut |bytes| writer.put(bytes));
         }
     }
 
@@ -674,10 +691,11 @@ where
 
     /// Whether the connection has nothing left but writing; if so, refuses
     /// new frames from `Conn` and takes the ones queued.
-    fn finishing(&mut self) -> bool {
+    fn finishing(&mut self, cx: &mut Context<'_>) -> bool {
         let finishing =
             *self.reading == Reading::Done && self.pending.is_none() && self.pipeline.is_empty();
         if finishing {
+            self.take_requests(cx.waker());
             self.outbound.close();
             *self.outbound_watched = false;
             while let Ok(bytes) = self.outbound.try_recv() {

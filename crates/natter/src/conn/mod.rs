@@ -24,6 +24,7 @@ mod write;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Waker;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -136,7 +137,9 @@ macro_rules! connection_options {
         /// Bytes waiting to be written above which a connection stops
         /// reading and handling frames until the peer reads (default
         /// 64 KiB). Bounds the memory a peer that does not read can make us
-        /// hold.
+        /// hold. A [`ClientService`](crate::ClientService)'s `poll_ready`
+        /// also waits while this many bytes of requests are queued and
+        /// not yet taken by the writer.
         pub fn write_buffer(mut self, high_water: usize) -> Self {
             self.conn.write_buffer = high_water;
             self
@@ -167,8 +170,10 @@ macro_rules! connection_options {
         }
 
         /// How many frames sent through [`Conn::send`](crate::Conn::send)
-        /// (or requests of a [`ClientService`](crate::ClientService)) may
-        /// wait for the writer before the sender waits (default 64).
+        /// may wait for the writer before the sender waits (default 64).
+        /// A [`ClientService`](crate::ClientService)'s requests do not go
+        /// through this queue: `max_pending` bounds them, and
+        /// [`write_buffer`](Self::write_buffer) their bytes.
         pub fn send_queue(mut self, frames: usize) -> Self {
             self.conn.send_queue = frames;
             self
@@ -314,6 +319,34 @@ impl<C: FrameCodec> EncodeFrame for C {
     }
 }
 
+/// Encodes frames with a codec of its own, whatever its type: a
+/// [`ClientService`](crate::ClientService) link's, which encodes each
+/// request straight into its queue.
+pub(crate) trait EncodeInto: Send {
+    /// Appends `frame` to `dst`; on failure `dst` is as it was.
+    fn encode_into(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), Error>;
+}
+
+impl<C: FrameCodec> EncodeInto for C {
+    #[inline]
+    fn encode_into(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), Error> {
+        let start = dst.len();
+        self.encode(frame, dst).map_err(|error| {
+            dst.truncate(start);
+            Error::from_encode(error.into())
+        })
+    }
+}
+
+/// Bytes to write that do not go through the [`Conn`] send queue: the
+/// requests of a [`ClientService`](crate::ClientService), which are queued
+/// (with their waiters) under a lock of its own, already encoded.
+pub(crate) trait Requests: Send + Sync {
+    /// Hands everything queued to `put` (at most one call) and returns how
+    /// many frames that was. Keeps `waker`, to wake it when more is queued.
+    fn take(&self, waker: &Waker, put: &mut dyn FnMut(&[u8])) -> u64;
+}
+
 /// Numbers connections, process-wide.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -381,9 +414,11 @@ struct Shared {
     local_state: LocalState,
 }
 
-/// The driver's side of a [`Conn`]: the frames sent through it.
+/// The driver's side of a [`Conn`]: the frames sent through it, and a
+/// client's requests.
 pub(crate) struct Outbound {
     pub(crate) receiver: mpsc::Receiver<Bytes>,
+    pub(crate) requests: Option<Arc<dyn Requests>>,
 }
 
 impl Conn {
@@ -411,7 +446,13 @@ impl Conn {
                 local_state: LocalState::default(),
             }),
         };
-        (conn, Outbound { receiver })
+        (
+            conn,
+            Outbound {
+                receiver,
+                requests: None,
+            },
+        )
     }
 
     /// The remote address.
@@ -570,11 +611,6 @@ impl Conn {
     /// Whether `self` and `other` are handles of the same connection.
     pub(crate) fn same(&self, other: &Conn) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
-    }
-
-    /// The queue the driver writes from, for the client's request path.
-    pub(crate) fn sender(&self) -> mpsc::Sender<Bytes> {
-        self.shared.outbound.clone()
     }
 
     pub(crate) fn close_token(&self) -> &CancellationToken {
