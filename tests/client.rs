@@ -568,6 +568,30 @@ async fn a_server_that_does_not_read_makes_readiness_wait_once_write_buffer_byte
 }
 
 #[tokio::test]
+async fn a_place_taken_by_poll_ready_and_not_used_is_free_again_once_its_service_is_dropped() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let service = Client::builder()
+            .max_pending(1)
+            .connect_service(addr)
+            .await
+            .unwrap();
+        let mut server = accept(&listener).await;
+        let mut first = service.clone();
+        first.ready().await.unwrap();
+        // The one place is taken: another clone waits.
+        let mut second = service.clone();
+        assert!(second.ready().now_or_never().is_none());
+        drop(first);
+        let answer = tokio::spawn(second.oneshot("after".into()));
+        assert_eq!(read_line(&mut server).await, "after\n");
+        server.write_all(b"re:after\n").await.unwrap();
+        assert_eq!(answer.await.unwrap().unwrap(), "re:after");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn max_pending_zero_is_refused() {
     let error = Client::builder()
         .max_pending(0)

@@ -17,8 +17,9 @@
 //! the next answer goes to the next request. An answer is never given to
 //! the wrong request (the trap of tokio-tower #28).
 //!
-//! Each waiting request holds a permit of its link's `pending` semaphore
-//! until its answer comes or the link closes, so `poll_ready` waits once
+//! Each waiting request holds one of its link's `max_pending` places (a
+//! count, taken by `poll_ready` and given back when the answer comes) until
+//! its answer comes or the link closes, so `poll_ready` waits once
 //! `max_pending` requests are unanswered.
 //!
 //! Matching by position relies on the server answering every request with
@@ -32,7 +33,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -42,9 +43,9 @@ use tokio::time::Instant;
 use bytes::BytesMut;
 use futures::StreamExt;
 use futures::future::{Ready, ready};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::WatchStream;
-use tokio_util::sync::{CancellationToken, PollSemaphore};
+use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::dial::dial_within;
@@ -55,11 +56,10 @@ use crate::stats::{Counters, Stats};
 use crate::transport::{Addr, Dial, Dialled};
 use crate::{BoxError, Error, Frame};
 
-/// A request sent and not answered yet: where its answer goes, its place
-/// under the `max_pending` limit, and when it was sent.
+/// A request sent and not answered yet: where its answer goes, and when it
+/// was sent. (It holds a place under `max_pending` until it is answered.)
 struct Waiter {
     answer: oneshot::Sender<Frame>,
-    _place: OwnedSemaphorePermit,
     sent: Instant,
 }
 
@@ -72,8 +72,12 @@ struct Link {
     /// taken: `poll_ready` waits. Changed under the lock only.
     full: AtomicBool,
     high_water: usize,
-    /// One permit per request that may still be sent (`max_pending`).
-    pending: Arc<Semaphore>,
+    /// Places under `max_pending` that no request holds (waiting for its
+    /// answer) and no `poll_ready` took.
+    free: AtomicUsize,
+    /// A task waits in `Queue::room` for a place: whoever gives one back
+    /// wakes it.
+    waiting: AtomicBool,
     counters: Arc<Counters>,
     /// Set once the connection stops reading: the link takes no more
     /// requests, and the supervisor publishes what comes next. Until then
@@ -95,7 +99,8 @@ struct Queue {
     waiters: VecDeque<Waiter>,
     /// The driver, to wake when the first request of a batch is queued.
     driver: Option<Waker>,
-    /// Tasks whose `poll_ready` waits for the driver to take `bytes`.
+    /// Tasks whose `poll_ready` waits for a place, or for the driver to take
+    /// `bytes`.
     room: Vec<Waker>,
 }
 
@@ -118,10 +123,56 @@ impl Link {
         if !self.full.load(Ordering::Relaxed) || self.is_dead() {
             return true;
         }
-        if !queue.room.iter().any(|waker| waker.will_wake(cx.waker())) {
-            queue.room.push(cx.waker().clone());
+        queue.wait(cx);
+        false
+    }
+
+    /// Takes a place under `max_pending`, if one is free.
+    #[inline]
+    fn take_place(&self) -> bool {
+        let mut free = self.free.load(Ordering::SeqCst);
+        while free > 0 {
+            match self.free.compare_exchange_weak(
+                free,
+                free - 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return true,
+                Err(now) => free = now,
+            }
         }
         false
+    }
+
+    /// Takes a place, or waits for one: returns whether it got one, or the
+    /// link died (nothing to wait for then).
+    #[cold]
+    fn wait_for_place(&self, cx: &mut Context<'_>) -> bool {
+        {
+            let mut queue = self.queue();
+            queue.wait(cx);
+            // Set after the waker is in, looked at after `free` is raised:
+            // either `give_places` sees it, or the second try below sees
+            // the place.
+            self.waiting.store(true, Ordering::SeqCst);
+        }
+        self.take_place() || self.is_dead()
+    }
+
+    /// Gives places back; wakes whoever waits for one.
+    #[inline]
+    fn give_places(&self, places: usize) {
+        self.free.fetch_add(places, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) {
+            self.wake_waiting();
+        }
+    }
+
+    #[cold]
+    fn wake_waiting(&self) {
+        let room = self.queue().room_to_wake(self);
+        room.into_iter().for_each(Waker::wake);
     }
 
     /// Queues `request` and its waiter, in one step; wakes the driver for
@@ -159,18 +210,30 @@ impl Link {
     /// they are to look for the next one.
     fn fail_waiting(&self) {
         self.dead.store(true, Ordering::Release);
-        self.pending.close();
         let (failed, room) = {
             let mut queue = self.queue();
-            (
-                std::mem::take(&mut queue.waiters),
-                std::mem::take(&mut queue.room),
-            )
+            (std::mem::take(&mut queue.waiters), queue.room_to_wake(self))
         };
         room.into_iter().for_each(Waker::wake);
         for _ in failed {
             self.counters.request_done(None);
         }
+    }
+}
+
+impl Queue {
+    /// Keeps `cx`'s waker, to be woken by a place, room, or the link's
+    /// death.
+    fn wait(&mut self, cx: &mut Context<'_>) {
+        if !self.room.iter().any(|waker| waker.will_wake(cx.waker())) {
+            self.room.push(cx.waker().clone());
+        }
+    }
+
+    /// Every task in `room`, to be woken once the lock is let go.
+    fn room_to_wake(&mut self, link: &Link) -> Vec<Waker> {
+        link.waiting.store(false, Ordering::SeqCst);
+        std::mem::take(&mut self.room)
     }
 }
 
@@ -195,7 +258,7 @@ impl Requests for Link {
         }
         let room = if self.full.load(Ordering::Relaxed) {
             self.full.store(false, Ordering::Relaxed);
-            std::mem::take(&mut queue.room)
+            queue.room_to_wake(self)
         } else {
             Vec::new()
         };
@@ -266,10 +329,9 @@ enum LinkState {
 pub struct ClientService {
     updates: WatchStream<LinkState>,
     current: LinkState,
-    /// The current link's `pending` semaphore, and the permit `poll_ready`
-    /// took from it for the next request: the readiness `call` needs.
-    permits: Option<PollSemaphore>,
-    permit: Option<OwnedSemaphorePermit>,
+    /// `poll_ready` took a place under the current link's `max_pending`
+    /// for the next request: the readiness `call` needs.
+    placed: bool,
     control: Arc<Control>,
 }
 
@@ -330,8 +392,7 @@ impl ClientService {
         let mut service = ClientService {
             updates: WatchStream::from_changes(receiver),
             current: LinkState::Closed,
-            permits: None,
-            permit: None,
+            placed: false,
             control,
         };
         service.apply(current);
@@ -339,12 +400,17 @@ impl ClientService {
     }
 
     fn apply(&mut self, state: LinkState) {
-        self.permit = None;
-        self.permits = match &state {
-            LinkState::Up(link) => Some(PollSemaphore::new(link.pending.clone())),
-            _ => None,
-        };
+        self.give_place_back();
         self.current = state;
+    }
+
+    /// Gives back the place `poll_ready` took and no request used.
+    fn give_place_back(&mut self) {
+        if std::mem::take(&mut self.placed) {
+            if let LinkState::Up(link) = &self.current {
+                link.give_places(1);
+            }
+        }
     }
 
     /// The server's address, while connected.
@@ -389,6 +455,12 @@ impl Clone for ClientService {
     }
 }
 
+impl Drop for ClientService {
+    fn drop(&mut self) {
+        self.give_place_back();
+    }
+}
+
 impl fmt::Debug for ClientService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.current {
@@ -423,18 +495,15 @@ impl tower::Service<Frame> for ClientService {
                     _ => return Poll::Pending,
                 }
             }
-            let (LinkState::Up(link), Some(permits)) = (&self.current, self.permits.as_mut())
-            else {
+            let LinkState::Up(link) = &self.current else {
                 return Poll::Pending;
             };
             // A place under `max_pending` first, then room in the queue.
-            if self.permit.is_none() {
-                match permits.poll_acquire(cx) {
-                    Poll::Ready(Some(permit)) => self.permit = Some(permit),
-                    // Closed: the link died while we waited.
-                    Poll::Ready(None) => continue,
-                    Poll::Pending => return Poll::Pending,
+            if !self.placed {
+                if !link.take_place() && !link.wait_for_place(cx) {
+                    return Poll::Pending;
                 }
+                self.placed = true;
             }
             if link.full.load(Ordering::Relaxed) && !link.wait_for_room(cx) {
                 return Poll::Pending;
@@ -449,21 +518,22 @@ impl tower::Service<Frame> for ClientService {
     fn call(&mut self, request: Frame) -> ResponseFuture {
         // Without the place `poll_ready` took (a clone, say, which does not
         // carry readiness), the request fails unsent.
-        let Some(permit) = self.permit.take() else {
+        if !std::mem::take(&mut self.placed) {
             return ResponseFuture::failed(Error::NotReady);
-        };
+        }
         let LinkState::Up(link) = &self.current else {
             return ResponseFuture::failed(Error::Closed);
         };
         let (waiter, answer) = oneshot::channel();
         let waiter = Waiter {
             answer: waiter,
-            _place: permit,
             sent: Instant::now(),
         };
         // Fails unsent if the request cannot be encoded, or if the
-        // connection stopped reading since `poll_ready`.
+        // connection stopped reading since `poll_ready`: its place is free
+        // again.
         if let Err(error) = link.send(request, waiter) {
+            link.give_places(1);
             return ResponseFuture::failed(error);
         }
         link.counters.request_sent();
@@ -548,6 +618,7 @@ impl tower::Service<Frame> for Responder {
         };
         // A caller that gave up dropped its receiver: the answer was its,
         // and is discarded. Either way its place is free again.
+        self.link.give_places(1);
         self.link.counters.request_done(Some(waiter.sent.elapsed()));
         let _ = waiter.answer.send(frame);
         ready(Ok(()))
@@ -598,7 +669,6 @@ impl<D: Dial, C: FrameCodec> Supervisor<D, C> {
             self.events.clone(),
         );
         let conn = connection.conn().clone();
-        let permits = self.settings.max_pending.min(Semaphore::MAX_PERMITS);
         let link = Arc::new(Link {
             conn: conn.clone(),
             queue: Mutex::new(Queue {
@@ -611,7 +681,8 @@ impl<D: Dial, C: FrameCodec> Supervisor<D, C> {
             }),
             full: AtomicBool::new(false),
             high_water: self.settings.config.write_buffer,
-            pending: Arc::new(Semaphore::new(permits)),
+            free: AtomicUsize::new(self.settings.max_pending),
+            waiting: AtomicBool::new(false),
             counters: self.events.counters().clone(),
             dead: AtomicBool::new(false),
         });
