@@ -56,11 +56,27 @@ use crate::stats::{Counters, Stats};
 use crate::transport::{Addr, Dial, Dialled};
 use crate::{BoxError, Error, Frame};
 
-/// A request sent and not answered yet: where its answer goes, and when it
-/// was sent. (It holds a place under `max_pending` until it is answered.)
+/// A request sent and not answered yet: the slot its answer goes to, and
+/// when it was sent. (It holds a place under `max_pending` until it is
+/// answered.)
 struct Waiter {
-    answer: oneshot::Sender<Frame>,
+    slot: usize,
     sent: Instant,
+}
+
+/// Where a request's answer waits for its [`ResponseFuture`]: one per
+/// future not finished yet, in the link's queue, reused.
+enum Slot {
+    /// Unused.
+    Free,
+    /// Not answered yet; the waker of the future's last poll.
+    Waiting(Option<Waker>),
+    Answered(Frame),
+    /// The connection stopped reading first.
+    Failed,
+    /// The future was dropped (its caller gave up): the answer is
+    /// discarded when it comes.
+    Abandoned,
 }
 
 /// One connection, as the requests on it see it.
@@ -97,6 +113,9 @@ struct Queue {
     /// Requests written (or queued to be) and not yet answered, in wire
     /// order.
     waiters: VecDeque<Waiter>,
+    /// The answers' slots, and the unused ones among them.
+    slots: Vec<Slot>,
+    free_slots: Vec<usize>,
     /// The driver, to wake when the first request of a batch is queued.
     driver: Option<Waker>,
     /// Tasks whose `poll_ready` waits for a place, or for the driver to take
@@ -176,8 +195,9 @@ impl Link {
     }
 
     /// Queues `request` and its waiter, in one step; wakes the driver for
-    /// the first request of a batch.
-    fn send(&self, request: Frame, waiter: Waiter) -> Result<(), Error> {
+    /// the first request of a batch. Returns the slot its answer will be
+    /// in.
+    fn send(&self, request: Frame) -> Result<usize, Error> {
         let mut guard = self.queue();
         // Checked under the lock `fail_waiting` takes after setting it: a
         // request never waits on a link that failed its waiters.
@@ -187,7 +207,11 @@ impl Link {
         let queue = &mut *guard;
         queue.encoder.encode_into(request, &mut queue.bytes)?;
         queue.frames += 1;
-        queue.waiters.push_back(waiter);
+        let slot = queue.slot();
+        queue.waiters.push_back(Waiter {
+            slot,
+            sent: Instant::now(),
+        });
         if queue.bytes.len() >= self.high_water {
             self.full.store(true, Ordering::Relaxed);
         }
@@ -196,7 +220,7 @@ impl Link {
         if let Some(driver) = driver {
             driver.wake();
         }
-        Ok(())
+        Ok(slot)
     }
 
     /// Whether the connection stopped reading.
@@ -205,23 +229,80 @@ impl Link {
         self.dead.load(Ordering::Acquire)
     }
 
-    /// Fails every waiting request with `Error::Closed` (by dropping its
-    /// sender), and wakes whoever waits for a place: the link is dead, and
-    /// they are to look for the next one.
+    /// Fails every waiting request with `Error::Closed`, and wakes whoever
+    /// waits for a place: the link is dead, and they are to look for the
+    /// next one.
     fn fail_waiting(&self) {
         self.dead.store(true, Ordering::Release);
-        let (failed, room) = {
-            let mut queue = self.queue();
-            (std::mem::take(&mut queue.waiters), queue.room_to_wake(self))
+        let mut wake = Vec::new();
+        let failed = {
+            let mut guard = self.queue();
+            let queue = &mut *guard;
+            for waiter in &queue.waiters {
+                match std::mem::replace(&mut queue.slots[waiter.slot], Slot::Failed) {
+                    Slot::Waiting(waker) => wake.extend(waker),
+                    // Nobody will look: the slot is free.
+                    _ => {
+                        queue.slots[waiter.slot] = Slot::Free;
+                        queue.free_slots.push(waiter.slot);
+                    }
+                }
+            }
+            let failed = queue.waiters.len();
+            queue.waiters.clear();
+            wake.append(&mut queue.room_to_wake(self));
+            failed
         };
-        room.into_iter().for_each(Waker::wake);
-        for _ in failed {
+        wake.into_iter().for_each(Waker::wake);
+        for _ in 0..failed {
             self.counters.request_done(None);
         }
+    }
+
+    /// The answer to the oldest waiting request: returns when that
+    /// request was sent, and the waker of its future.
+    #[inline]
+    fn answer(&self, frame: Frame) -> Option<(Instant, Option<Waker>)> {
+        let mut guard = self.queue();
+        let queue = &mut *guard;
+        let waiter = queue.waiters.pop_front()?;
+        let slot = &mut queue.slots[waiter.slot];
+        let waker = match std::mem::replace(slot, Slot::Answered(frame)) {
+            Slot::Waiting(waker) => waker,
+            // Its caller gave up: the answer was its, and is discarded.
+            _ => {
+                *slot = Slot::Free;
+                queue.free_slots.push(waiter.slot);
+                None
+            }
+        };
+        Some((waiter.sent, waker))
     }
 }
 
 impl Queue {
+    /// An unused slot, now waiting for its answer.
+    #[inline]
+    fn slot(&mut self) -> usize {
+        match self.free_slots.pop() {
+            Some(slot) => {
+                self.slots[slot] = Slot::Waiting(None);
+                slot
+            }
+            None => {
+                self.slots.push(Slot::Waiting(None));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Frees `slot`.
+    #[inline]
+    fn free(&mut self, slot: usize) {
+        self.slots[slot] = Slot::Free;
+        self.free_slots.push(slot);
+    }
+
     /// Keeps `cx`'s waker, to be woken by a place, room, or the link's
     /// death.
     fn wait(&mut self, cx: &mut Context<'_>) {
@@ -524,49 +605,47 @@ impl tower::Service<Frame> for ClientService {
         let LinkState::Up(link) = &self.current else {
             return ResponseFuture::failed(Error::Closed);
         };
-        let (waiter, answer) = oneshot::channel();
-        let waiter = Waiter {
-            answer: waiter,
-            sent: Instant::now(),
-        };
         // Fails unsent if the request cannot be encoded, or if the
         // connection stopped reading since `poll_ready`: its place is free
         // again.
-        if let Err(error) = link.send(request, waiter) {
-            link.give_places(1);
-            return ResponseFuture::failed(error);
+        match link.send(request) {
+            Ok(slot) => {
+                link.counters.request_sent();
+                ResponseFuture::waiting(link.clone(), slot)
+            }
+            Err(error) => {
+                link.give_places(1);
+                ResponseFuture::failed(error)
+            }
         }
-        link.counters.request_sent();
-        ResponseFuture::waiting(answer)
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The response of a [`ClientService`] request.
-    pub struct ResponseFuture {
-        #[pin]
-        state: ResponseState,
-    }
+/// The response of a [`ClientService`] request.
+pub struct ResponseFuture {
+    state: ResponseState,
 }
 
-pin_project_lite::pin_project! {
-    #[project = ResponseProjection]
-    enum ResponseState {
-        Waiting { #[pin] answer: oneshot::Receiver<Frame> },
-        Failed { error: Option<Error> },
-    }
+enum ResponseState {
+    /// The answer will be in this slot of the link's queue.
+    Waiting {
+        link: Arc<Link>,
+        slot: usize,
+    },
+    Failed(Error),
+    Done,
 }
 
 impl ResponseFuture {
-    fn waiting(answer: oneshot::Receiver<Frame>) -> Self {
+    fn waiting(link: Arc<Link>, slot: usize) -> Self {
         ResponseFuture {
-            state: ResponseState::Waiting { answer },
+            state: ResponseState::Waiting { link, slot },
         }
     }
 
     fn failed(error: Error) -> Self {
         ResponseFuture {
-            state: ResponseState::Failed { error: Some(error) },
+            state: ResponseState::Failed(error),
         }
     }
 }
@@ -574,12 +653,45 @@ impl ResponseFuture {
 impl Future for ResponseFuture {
     type Output = Result<Frame, Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            // A dropped waiter means the connection closed unanswered.
-            ResponseProjection::Waiting { answer } => answer.poll(cx).map_err(|_| Error::Closed),
-            ResponseProjection::Failed { error } => {
-                Poll::Ready(Err(error.take().unwrap_or(Error::Closed)))
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let ResponseState::Waiting { link, slot } = &self.state else {
+            return match std::mem::replace(&mut self.state, ResponseState::Done) {
+                ResponseState::Failed(error) => Poll::Ready(Err(error)),
+                _ => Poll::Ready(Err(Error::Closed)),
+            };
+        };
+        let slot = *slot;
+        let mut queue = link.queue();
+        let answer = match &mut queue.slots[slot] {
+            Slot::Waiting(waker) => {
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            Slot::Answered(_) => match std::mem::replace(&mut queue.slots[slot], Slot::Free) {
+                Slot::Answered(frame) => Ok(frame),
+                _ => Err(Error::Closed),
+            },
+            // The connection stopped reading before the answer came.
+            _ => Err(Error::Closed),
+        };
+        queue.free(slot);
+        drop(queue);
+        self.state = ResponseState::Done;
+        Poll::Ready(answer)
+    }
+}
+
+impl Drop for ResponseFuture {
+    fn drop(&mut self) {
+        if let ResponseState::Waiting { link, slot } = &self.state {
+            let mut queue = link.queue();
+            match &queue.slots[*slot] {
+                // Its place in the queue stays: the answer, when it comes,
+                // is this request's, and is discarded.
+                Slot::Waiting(_) => queue.slots[*slot] = Slot::Abandoned,
+                _ => queue.free(*slot),
             }
         }
     }
@@ -607,8 +719,7 @@ impl tower::Service<Frame> for Responder {
     }
 
     fn call(&mut self, frame: Frame) -> Self::Future {
-        let waiter = self.link.queue().waiters.pop_front();
-        let Some(waiter) = waiter else {
+        let Some((sent, waker)) = self.link.answer(frame) else {
             // The server is out of step with our requests: nothing it sends
             // can be trusted to answer the right one. The error closes the
             // connection.
@@ -616,11 +727,12 @@ impl tower::Service<Frame> for Responder {
                 "the server sent a frame no request was waiting for".into()
             ));
         };
-        // A caller that gave up dropped its receiver: the answer was its,
-        // and is discarded. Either way its place is free again.
+        // Answered: its place is free again.
         self.link.give_places(1);
-        self.link.counters.request_done(Some(waiter.sent.elapsed()));
-        let _ = waiter.answer.send(frame);
+        self.link.counters.request_done(Some(sent.elapsed()));
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         ready(Ok(()))
     }
 }
@@ -676,6 +788,8 @@ impl<D: Dial, C: FrameCodec> Supervisor<D, C> {
                 frames: 0,
                 encoder: Box::new(self.settings.config.codec.clone()),
                 waiters: VecDeque::new(),
+                slots: Vec::new(),
+                free_slots: Vec::new(),
                 driver: None,
                 room: Vec::new(),
             }),
