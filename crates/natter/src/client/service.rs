@@ -32,7 +32,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -46,6 +46,7 @@ use futures::future::{Ready, ready};
 use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::backoff::Backoff;
 use super::dial::dial_within;
@@ -806,7 +807,10 @@ impl<D: Dial, C: FrameCodec> Supervisor<D, C> {
             let _ = up.send(());
         }
         let responder = Responder { link: link.clone() };
-        let mut running = pin!(connection.run(responder, || ()));
+        // The connection is a task of its own: its every wake-up (several
+        // per batch of requests) then polls it alone, not this select too.
+        // Dropping the supervisor drops it, as when it was polled here.
+        let mut running = AbortOnDropHandle::new(tokio::spawn(connection.run(responder, || ())));
         let mut failed_waiters = false;
         loop {
             tokio::select! {
@@ -820,12 +824,12 @@ impl<D: Dial, C: FrameCodec> Supervisor<D, C> {
                 }
                 () = self.states.closed() => {
                     conn.close();
-                    running.await;
+                    let _ = running.await;
                     break;
                 }
                 () = self.closing.cancelled() => {
                     conn.close();
-                    running.await;
+                    let _ = running.await;
                     break;
                 }
             }
