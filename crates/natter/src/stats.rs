@@ -30,7 +30,7 @@
 //! | `natter_handler_duration_seconds` | histogram | | how long each handler that did not answer at once took (from its first `Pending`); a handler whose future is ready at once takes no measurable time and is not recorded (`natter_frames_read_total` counts every frame) |
 //! | `natter_client_requests_in_flight` | gauge | | [`ClientService`](crate::ClientService) requests sent and not answered |
 //! | `natter_client_reconnects_total` | counter | | redials of a `ClientService` |
-//! | `natter_client_request_duration_seconds` | histogram | | from a request's send to its answer |
+//! | `natter_client_request_duration_seconds` | histogram | | from a request's send (the connection taking it to write) to its answer (the connection reading it); the clock is read once per batch of requests or answers, not per request |
 //!
 //! Every series also carries `server="NAME"` (or `client="NAME"`) when the
 //! builder was given a [`name`](crate::ServerBuilder::name), so that two

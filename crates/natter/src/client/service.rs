@@ -58,11 +58,11 @@ use crate::transport::{Addr, Dial, Dialled};
 use crate::{BoxError, Error, Frame};
 
 /// A request sent and not answered yet: the slot its answer goes to, and
-/// when it was sent. (It holds a place under `max_pending` until it is
-/// answered.)
+/// when the driver took it to write. (It holds a place under `max_pending`
+/// until it is answered.)
 struct Waiter {
     slot: usize,
-    sent: Instant,
+    sent: Option<Instant>,
 }
 
 /// Where a request's answer waits for its [`ResponseFuture`]: one per
@@ -122,6 +122,14 @@ struct Queue {
     /// Tasks whose `poll_ready` waits for a place, or for the driver to take
     /// `bytes`.
     room: Vec<Waker>,
+    /// The time of the driver's current pass, read once when first needed:
+    /// every request it takes and every answer it reads is timed by it
+    /// (for `natter_client_request_duration_seconds`), rather than by a
+    /// clock read each.
+    clock: Option<Instant>,
+    /// The last duration worked out in this pass, and the send time it was
+    /// for: the answers of one batch of requests took the same time.
+    took: Option<(Instant, Duration)>,
 }
 
 /// A queue's bytes above this capacity are given back once taken: one
@@ -209,10 +217,7 @@ impl Link {
         queue.encoder.encode_into(request, &mut queue.bytes)?;
         queue.frames += 1;
         let slot = queue.slot();
-        queue.waiters.push_back(Waiter {
-            slot,
-            sent: Instant::now(),
-        });
+        queue.waiters.push_back(Waiter { slot, sent: None });
         if queue.bytes.len() >= self.high_water {
             self.full.store(true, Ordering::Relaxed);
         }
@@ -260,13 +265,22 @@ impl Link {
         }
     }
 
-    /// The answer to the oldest waiting request: returns when that
-    /// request was sent, and the waker of its future.
+    /// The answer to the oldest waiting request: returns how long it took,
+    /// and the waker of its future.
     #[inline]
-    fn answer(&self, frame: Frame) -> Option<(Instant, Option<Waker>)> {
+    fn answer(&self, frame: Frame) -> Option<(Option<Duration>, Option<Waker>)> {
         let mut guard = self.queue();
         let queue = &mut *guard;
         let waiter = queue.waiters.pop_front()?;
+        let took = waiter.sent.map(|sent| match queue.took {
+            Some((then, took)) if then == sent => took,
+            _ => {
+                let now = *queue.clock.get_or_insert_with(Instant::now);
+                let took = now.saturating_duration_since(sent);
+                queue.took = Some((sent, took));
+                took
+            }
+        });
         let slot = &mut queue.slots[waiter.slot];
         let waker = match std::mem::replace(slot, Slot::Answered(frame)) {
             Slot::Waiting(waker) => waker,
@@ -277,7 +291,7 @@ impl Link {
                 None
             }
         };
-        Some((waiter.sent, waker))
+        Some((took, waker))
     }
 }
 
@@ -320,8 +334,15 @@ impl Queue {
 }
 
 impl Requests for Link {
-    fn take(&self, waker: &Waker, put: &mut dyn FnMut(&[u8])) -> u64 {
-        let mut queue = self.queue();
+    fn take(&self, waker: &Waker, room: bool, put: &mut dyn FnMut(&[u8])) -> u64 {
+        let mut guard = self.queue();
+        let queue = &mut *guard;
+        // A new pass: its time is read when first needed.
+        queue.clock = None;
+        queue.took = None;
+        if !room {
+            return 0;
+        }
         if !queue
             .driver
             .as_ref()
@@ -333,6 +354,13 @@ impl Requests for Link {
             return 0;
         }
         put(&queue.bytes);
+        // The requests just taken are the last ones queued: they are sent
+        // now.
+        let now = *queue.clock.insert(Instant::now());
+        let taken = queue.frames as usize;
+        for waiter in queue.waiters.iter_mut().rev().take(taken) {
+            waiter.sent = Some(now);
+        }
         if queue.bytes.capacity() > KEEP_CAPACITY {
             queue.bytes = BytesMut::new();
         } else {
@@ -345,7 +373,7 @@ impl Requests for Link {
             Vec::new()
         };
         let frames = std::mem::take(&mut queue.frames);
-        drop(queue);
+        drop(guard);
         room.into_iter().for_each(Waker::wake);
         frames
     }
@@ -720,7 +748,7 @@ impl tower::Service<Frame> for Responder {
     }
 
     fn call(&mut self, frame: Frame) -> Self::Future {
-        let Some((sent, waker)) = self.link.answer(frame) else {
+        let Some((took, waker)) = self.link.answer(frame) else {
             // The server is out of step with our requests: nothing it sends
             // can be trusted to answer the right one. The error closes the
             // connection.
@@ -730,7 +758,7 @@ impl tower::Service<Frame> for Responder {
         };
         // Answered: its place is free again.
         self.link.give_places(1);
-        self.link.counters.request_done(Some(sent.elapsed()));
+        self.link.counters.request_done(took);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -793,6 +821,8 @@ impl<D: Dial, C: FrameCodec> Supervisor<D, C> {
                 free_slots: Vec::new(),
                 driver: None,
                 room: Vec::new(),
+                clock: None,
+                took: None,
             }),
             full: AtomicBool::new(false),
             high_water: self.settings.config.write_buffer,

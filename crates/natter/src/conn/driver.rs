@@ -477,8 +477,9 @@ where
     /// Frames sent through `Conn` (and a client's requests), into the
     /// write buffer.
     fn take_sent(&mut self, cx: &mut Context<'_>) {
-        if self.requests.is_some() && self.writer.len() < self.limits.write_buffer {
-            self.take_requests(cx.waker());
+        if self.requests.is_some() {
+            let room = self.writer.len() < self.limits.write_buffer;
+            self.take_requests(cx.waker(), room);
         }
         if *self.outbound_watched && self.outbound.is_empty() {
             return;
@@ -500,13 +501,14 @@ where
         }
     }
 
-    /// A client's requests, into the write buffer: all that are queued
-    /// (their number is bounded by `max_pending`, their bytes by the
-    /// client, which waits while the queue holds `write_buffer` bytes).
-    fn take_requests(&mut self, waker: &Waker) {
+    /// A client's requests, into the write buffer if there is `room`: all
+    /// that are queued (their number is bounded by `max_pending`, their
+    /// bytes by the client, which waits while the queue holds
+    /// `write_buffer` bytes).
+    fn take_requests(&mut self, waker: &Waker, room: bool) {
         if let Some(requests) = self.requests.as_ref() {
             let writer = &mut *self.writer;
-            self.tally.frames_written += requests.take(waker, &mut |bytes| writer.put(bytes));
+            self.tally.frames_written += requests.take(waker, room, &mut |bytes| writer.put(bytes));
         }
     }
 
@@ -695,7 +697,7 @@ where
         let finishing =
             *self.reading == Reading::Done && self.pending.is_none() && self.pipeline.is_empty();
         if finishing {
-            self.take_requests(cx.waker());
+            self.take_requests(cx.waker(), true);
             self.outbound.close();
             *self.outbound_watched = false;
             while let Ok(bytes) = self.outbound.try_recv() {

@@ -342,9 +342,11 @@ impl<C: FrameCodec> EncodeInto for C {
 /// requests of a [`ClientService`](crate::ClientService), which are queued
 /// (with their waiters) under a lock of its own, already encoded.
 pub(crate) trait Requests: Send + Sync {
-    /// Hands everything queued to `put` (at most one call) and returns how
-    /// many frames that was. Keeps `waker`, to wake it when more is queued.
-    fn take(&self, waker: &Waker, put: &mut dyn FnMut(&[u8])) -> u64;
+    /// Called at the start of each pass of the driver. With `room` in the
+    /// write buffer, hands everything queued to `put` (at most one call)
+    /// and returns how many frames that was, and keeps `waker`, to wake it
+    /// when more is queued.
+    fn take(&self, waker: &Waker, room: bool, put: &mut dyn FnMut(&[u8])) -> u64;
 }
 
 /// Numbers connections, process-wide.
