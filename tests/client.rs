@@ -1008,6 +1008,65 @@ async fn an_answer_over_the_frame_limit_fails_every_waiting_request_at_once() {
 }
 
 #[tokio::test]
+async fn an_answer_over_the_frame_limit_fails_every_waiting_request_even_with_an_error_hook() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        // The hook is for a handler's frames; a ClientService has none, and
+        // an answer it cannot read must not let the next answer land on
+        // this request.
+        let mut client = Client::builder()
+            .codec(natter::DelimiterCodec::lines().max_frame_length(16))
+            .on_error(|_, _| Some("sorry".into()))
+            .linger(Duration::from_secs(60))
+            .connect_service(addr)
+            .await
+            .unwrap();
+        let mut server = accept(&listener).await;
+        let first = client.ready().await.unwrap().call("one".into());
+        let second = client.ready().await.unwrap().call("two".into());
+        assert_eq!(read_line(&mut server).await, "one\n");
+        assert_eq!(read_line(&mut server).await, "two\n");
+        server
+            .get_mut()
+            .write_all(format!("{}\nto two\n", "x".repeat(100)).as_bytes())
+            .await
+            .unwrap();
+        assert!(matches!(first.await, Err(Error::Closed)));
+        assert!(matches!(second.await, Err(Error::Closed)));
+        drop(server);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_frame_no_request_waits_for_closes_the_connection_after_the_answers_before_it() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let mut client = Client::builder().connect_service(addr).await.unwrap();
+        let mut events = client.events();
+        let mut server = accept(&listener).await;
+        let first = client.ready().await.unwrap().call("one".into());
+        let second = client.ready().await.unwrap().call("two".into());
+        assert_eq!(read_line(&mut server).await, "one\n");
+        assert_eq!(read_line(&mut server).await, "two\n");
+        server
+            .get_mut()
+            .write_all(b"to one\nto two\nunasked\n")
+            .await
+            .unwrap();
+        assert_eq!(first.await.unwrap(), "to one");
+        assert_eq!(second.await.unwrap(), "to two");
+        let error = next_event(&mut events, |kind| matches!(kind, EventKind::Error { .. })).await;
+        assert!(
+            format!("{error:?}").contains("no request was waiting for"),
+            "{error:?}"
+        );
+        assert!(matches!(client.ready().await, Err(Error::Closed)));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_answer_cut_short_by_a_closing_server_is_not_an_answer() {
     within(async {
         let (listener, addr) = raw_listener().await;

@@ -328,6 +328,25 @@ impl Counters {
         let _ = took;
     }
 
+    /// A request was answered after `took` (if it is known); counted out
+    /// of flight by [`requests_done`](Self::requests_done).
+    #[inline]
+    pub(crate) fn request_answered(&self, took: Option<Duration>) {
+        #[cfg(feature = "metrics")]
+        if let Some(took) = took {
+            self.handles.request_duration.record(took.as_secs_f64());
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = took;
+    }
+
+    /// `count` requests left the in-flight count, answered.
+    pub(crate) fn requests_done(&self, count: usize) {
+        self.in_flight.fetch_sub(count as u64, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.handles.in_flight.decrement(count as f64);
+    }
+
     pub(crate) fn reconnecting(&self) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]

@@ -264,35 +264,6 @@ impl Link {
             self.counters.request_done(None);
         }
     }
-
-    /// The answer to the oldest waiting request: returns how long it took,
-    /// and the waker of its future.
-    #[inline]
-    fn answer(&self, frame: Frame) -> Option<(Option<Duration>, Option<Waker>)> {
-        let mut guard = self.queue();
-        let queue = &mut *guard;
-        let waiter = queue.waiters.pop_front()?;
-        let took = waiter.sent.map(|sent| match queue.took {
-            Some((then, took)) if then == sent => took,
-            _ => {
-                let now = *queue.clock.get_or_insert_with(Instant::now);
-                let took = now.saturating_duration_since(sent);
-                queue.took = Some((sent, took));
-                took
-            }
-        });
-        let slot = &mut queue.slots[waiter.slot];
-        let waker = match std::mem::replace(slot, Slot::Answered(frame)) {
-            Slot::Waiting(waker) => waker,
-            // Its caller gave up: the answer was its, and is discarded.
-            _ => {
-                *slot = Slot::Free;
-                queue.free_slots.push(waiter.slot);
-                None
-            }
-        };
-        Some((took, waker))
-    }
 }
 
 impl Queue {
@@ -307,6 +278,20 @@ impl Queue {
             None => {
                 self.slots.push(Slot::Waiting(None));
                 self.slots.len() - 1
+            }
+        }
+    }
+
+    /// How long a request sent at `sent` took, answered in this pass.
+    #[inline]
+    fn took(&mut self, sent: Instant) -> Duration {
+        match self.took {
+            Some((then, took)) if then == sent => took,
+            _ => {
+                let now = *self.clock.get_or_insert_with(Instant::now);
+                let took = now.saturating_duration_since(sent);
+                self.took = Some((sent, took));
+                took
             }
         }
     }
@@ -376,6 +361,47 @@ impl Requests for Link {
         drop(guard);
         room.into_iter().for_each(Waker::wake);
         frames
+    }
+
+    fn answer(&self, answers: &mut Vec<Frame>) -> Result<(), Error> {
+        let mut guard = self.queue();
+        let queue = &mut *guard;
+        let mut answered = 0;
+        // Usually one future waits (the oldest); any others after it.
+        let mut first: Option<Waker> = None;
+        let mut others = Vec::new();
+        let mut lost = false;
+        for frame in answers.drain(..) {
+            let Some(waiter) = queue.waiters.pop_front() else {
+                lost = true;
+                break;
+            };
+            answered += 1;
+            let took = waiter.sent.map(|sent| queue.took(sent));
+            self.counters.request_answered(took);
+            let slot = &mut queue.slots[waiter.slot];
+            match std::mem::replace(slot, Slot::Answered(frame)) {
+                Slot::Waiting(None) => {}
+                Slot::Waiting(Some(waker)) => match first {
+                    None => first = Some(waker),
+                    Some(_) => others.push(waker),
+                },
+                // Its caller gave up: the answer was its, and is discarded.
+                _ => queue.free(waiter.slot),
+            }
+        }
+        drop(guard);
+        if answered > 0 {
+            self.give_places(answered);
+            self.counters.requests_done(answered);
+        }
+        first.into_iter().chain(others).for_each(Waker::wake);
+        if lost {
+            return Err(Error::from_service(
+                "the server sent a frame no request was waiting for".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -733,7 +759,8 @@ impl fmt::Debug for ResponseFuture {
 }
 
 /// The connection's handler in request/response mode: each frame from the
-/// server answers the oldest waiting request.
+/// server answers the oldest waiting request. (The driver gives the link
+/// the answers itself, since the link is its `Requests`.)
 struct Responder {
     link: Arc<Link>,
 }
@@ -748,21 +775,9 @@ impl tower::Service<Frame> for Responder {
     }
 
     fn call(&mut self, frame: Frame) -> Self::Future {
-        let Some((took, waker)) = self.link.answer(frame) else {
-            // The server is out of step with our requests: nothing it sends
-            // can be trusted to answer the right one. The error closes the
-            // connection.
-            return ready(Err(
-                "the server sent a frame no request was waiting for".into()
-            ));
-        };
-        // Answered: its place is free again.
-        self.link.give_places(1);
-        self.link.counters.request_done(took);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        ready(Ok(()))
+        // The driver hands a client's answers to the link directly, a
+        // read's worth at once; this is the same, for one.
+        ready(self.link.answer(&mut vec![frame]).map_err(Into::into))
     }
 }
 

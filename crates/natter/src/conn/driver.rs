@@ -168,6 +168,7 @@ where
             failed: false,
             outbound: outbound.receiver,
             requests: outbound.requests,
+            answers: Vec::new(),
             reading: Reading::Open,
             idle_deadline,
             idle_timer: sleep_until(idle_deadline),
@@ -221,8 +222,12 @@ pin_project! {
         // position, and would take the next reply for the failed frame's.
         failed: bool,
         outbound: mpsc::Receiver<Bytes>,
-        // A client's requests, queued already encoded.
+        // A client's requests, queued already encoded. With them, every
+        // frame read is the answer to one, handed to them rather than to
+        // the service.
         requests: Option<Arc<dyn Requests>>,
+        // Answers read and not yet handed over (a client's).
+        answers: Vec<Frame>,
         reading: Reading,
         // The idle deadline moves with every frame; the timer is only reset
         // when it fires early, so a busy connection does not touch the
@@ -581,6 +586,9 @@ where
     /// frame already decoded is in hand and is handled even when reading
     /// stopped. Fails only when the stream is dead.
     fn read_frames(&mut self, cx: &mut Context<'_>, pass: &mut Pass) -> Result<bool, Exit> {
+        if self.requests.is_some() {
+            return self.read_answers(cx, pass);
+        }
         let mut progress = false;
         while (self.pending.is_some() || *self.reading != Reading::Done)
             && self.pipeline.len() < self.limits.max_in_flight
@@ -650,6 +658,71 @@ where
                     break;
                 }
             }
+        }
+        Ok(progress)
+    }
+
+    /// A client's side of [`read_frames`](Self::read_frames): every frame
+    /// read is the answer to the oldest waiting request, and the answers of
+    /// a read go to the requests at once, without the service (a request
+    /// is answered at once, with no handler to wait for). The codec
+    /// refusing an answer closes the connection whatever the error policy
+    /// (there is no handler whose place a hook's reply could take).
+    fn read_answers(&mut self, cx: &mut Context<'_>, pass: &mut Pass) -> Result<bool, Exit> {
+        let mut progress = false;
+        let mut failed = None;
+        while *self.reading != Reading::Done
+            && !pass.read_blocked
+            && self.writer.len() < self.limits.write_buffer
+        {
+            if self.conn.close_requested() {
+                self.stop_reading(CloseReason::Local);
+                break;
+            }
+            match self.reader.poll_next(self.io, cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    pass.active = true;
+                    self.tally.frames_read += 1;
+                    self.answers.push(frame);
+                    progress = true;
+                }
+                Poll::Ready(Some(Err(ReadError::Decode { error, .. }))) => {
+                    failed = Some(Ok(error));
+                    break;
+                }
+                Poll::Ready(Some(Err(ReadError::Io(error)))) => {
+                    failed = Some(Err(error));
+                    break;
+                }
+                Poll::Ready(None) => {
+                    self.stop_reading(CloseReason::Peer);
+                    break;
+                }
+                Poll::Pending => {
+                    pass.read_blocked = true;
+                    if *self.reading == Reading::Draining && !self.io.has_unread_input() {
+                        self.stop_reading(CloseReason::Shutdown);
+                    }
+                    break;
+                }
+            }
+        }
+        // The answers before a failure are answers.
+        if !self.answers.is_empty() {
+            if let Some(requests) = self.requests.as_ref() {
+                if let Err(error) = requests.answer(self.answers) {
+                    self.answers.clear();
+                    self.close_for(error);
+                }
+            }
+        }
+        match failed {
+            None => {}
+            Some(Ok(error)) => {
+                self.stop_reading(CloseReason::Error);
+                self.report(error, true);
+            }
+            Some(Err(error)) => return Err(self.read_failed(error)),
         }
         Ok(progress)
     }

@@ -347,6 +347,12 @@ pub(crate) trait Requests: Send + Sync {
     /// and returns how many frames that was, and keeps `waker`, to wake it
     /// when more is queued.
     fn take(&self, waker: &Waker, room: bool, put: &mut dyn FnMut(&[u8])) -> u64;
+
+    /// The frames just read, in order, each the answer to the oldest
+    /// request still waiting: takes them all out of `answers`. Fails when
+    /// one answers no request (the server is out of step): the frames
+    /// before it are answered, the rest dropped.
+    fn answer(&self, answers: &mut Vec<Frame>) -> Result<(), Error>;
 }
 
 /// Numbers connections, process-wide.
