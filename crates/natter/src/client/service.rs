@@ -615,7 +615,52 @@ impl tower::Service<Frame> for ClientService {
     type Error = Error;
     type Future = ResponseFuture;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // The usual case, inline: a live link with a place free and room in
+        // its queue.
+        if let LinkState::Up(link) = &self.current {
+            if !link.is_dead()
+                && !link.full.load(Ordering::Relaxed)
+                && (self.placed || link.take_place())
+            {
+                self.placed = true;
+                return Poll::Ready(Ok(()));
+            }
+        }
+        self.poll_ready_slow(cx)
+    }
+
+    fn call(&mut self, request: Frame) -> ResponseFuture {
+        // Without the place `poll_ready` took (a clone, say, which does not
+        // carry readiness), the request fails unsent.
+        if !std::mem::take(&mut self.placed) {
+            return ResponseFuture::failed(Error::NotReady);
+        }
+        let LinkState::Up(link) = &self.current else {
+            return ResponseFuture::failed(Error::Closed);
+        };
+        // Fails unsent if the request cannot be encoded, or if the
+        // connection stopped reading since `poll_ready`: its place is free
+        // again.
+        match link.send(request) {
+            Ok(slot) => {
+                link.counters.request_sent();
+                ResponseFuture::waiting(link.clone(), slot)
+            }
+            Err(error) => {
+                link.give_places(1);
+                ResponseFuture::failed(error)
+            }
+        }
+    }
+}
+
+impl ClientService {
+    /// `poll_ready` when the link is dead or gone, or a place or room must
+    /// be waited for.
+    #[inline(never)]
+    fn poll_ready_slow(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         loop {
             // While the current link is alive there is no new state to
             // look for: every change follows its death (`fail_waiting`),
@@ -648,30 +693,6 @@ impl tower::Service<Frame> for ClientService {
                 continue;
             }
             return Poll::Ready(Ok(()));
-        }
-    }
-
-    fn call(&mut self, request: Frame) -> ResponseFuture {
-        // Without the place `poll_ready` took (a clone, say, which does not
-        // carry readiness), the request fails unsent.
-        if !std::mem::take(&mut self.placed) {
-            return ResponseFuture::failed(Error::NotReady);
-        }
-        let LinkState::Up(link) = &self.current else {
-            return ResponseFuture::failed(Error::Closed);
-        };
-        // Fails unsent if the request cannot be encoded, or if the
-        // connection stopped reading since `poll_ready`: its place is free
-        // again.
-        match link.send(request) {
-            Ok(slot) => {
-                link.counters.request_sent();
-                ResponseFuture::waiting(link.clone(), slot)
-            }
-            Err(error) => {
-                link.give_places(1);
-                ResponseFuture::failed(error)
-            }
         }
     }
 }
@@ -717,21 +738,19 @@ impl Future for ResponseFuture {
         };
         let slot = *slot;
         let mut queue = link.queue();
-        let answer = match &mut queue.slots[slot] {
-            Slot::Waiting(waker) => {
+        let answer = match std::mem::replace(&mut queue.slots[slot], Slot::Free) {
+            Slot::Answered(frame) => Ok(frame),
+            Slot::Waiting(mut waker) => {
                 if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
+                    waker = Some(cx.waker().clone());
                 }
+                queue.slots[slot] = Slot::Waiting(waker);
                 return Poll::Pending;
             }
-            Slot::Answered(_) => match std::mem::replace(&mut queue.slots[slot], Slot::Free) {
-                Slot::Answered(frame) => Ok(frame),
-                _ => Err(Error::Closed),
-            },
             // The connection stopped reading before the answer came.
             _ => Err(Error::Closed),
         };
-        queue.free(slot);
+        queue.free_slots.push(slot);
         drop(queue);
         self.state = ResponseState::Done;
         Poll::Ready(answer)
