@@ -20,6 +20,8 @@
 //! - [`Master`] (its registration endpoint, the membership table, the
 //!   pinger) and [`Node`]: the networking, on natter's server and client,
 //!   usable in-process; each reports through an [`EventStream`].
+//! - [`network`]: where the master and nodes listen and dial: real TCP,
+//!   or a simulated network in tests.
 //! - [`cli`]: the command line, and its conversion to the configurations.
 //! - [`run_master`], [`run_node`], [`run_demo`]: the `heartbeat` binary's
 //!   three roles, printing events through an
@@ -36,6 +38,7 @@ pub mod event;
 mod logs;
 mod master;
 mod membership;
+pub mod network;
 mod node;
 mod pinger;
 pub mod protocol;

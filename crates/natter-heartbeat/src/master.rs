@@ -24,6 +24,7 @@ use crate::detector::{DEFAULT_FORGET_AFTER, DEFAULT_MAX_NODES, Detector};
 use crate::event::{DEFAULT_EVENT_CAPACITY, EventStream, MasterEvent, event_stream};
 use crate::logs;
 use crate::membership::Membership;
+use crate::network::{Network, Tcp};
 use crate::pinger::{self, NodeLink};
 use crate::protocol::{self, RegistrationReply, RegistrationRequest, reachable_heartbeat_addr};
 
@@ -120,6 +121,16 @@ impl Master {
     /// [`Error::InvalidConfig`] for a zero interval, ping timeout, forget
     /// time, event capacity or stats interval.
     pub async fn start(config: MasterConfig) -> Result<(Master, EventStream<MasterEvent>), Error> {
+        Master::start_on(config, Tcp).await
+    }
+
+    /// [`start`](Self::start) on another [`Network`]: listens for
+    /// registrations and dials the nodes through `network` (a simulated
+    /// one, in tests).
+    pub async fn start_on<N: Network>(
+        config: MasterConfig,
+        network: N,
+    ) -> Result<(Master, EventStream<MasterEvent>), Error> {
         if config.interval.is_zero()
             || config.ping_timeout.is_zero()
             || config.forget_after.is_zero()
@@ -135,8 +146,7 @@ impl Master {
             .codec(protocol::codec())
             .idle_timeout(REGISTRATION_IDLE_TIMEOUT)
             .drain_timeout(DRAIN_TIMEOUT)
-            .bind(config.listen)
-            .await?;
+            .listener(network.listen(config.listen).await?)?;
         let local_addr = crate::tcp_addr(&server.local_addr());
         let handle = server.handle();
         let connection_errors = logs::log_connection_errors(server.events(), "registration port");
@@ -148,7 +158,7 @@ impl Master {
             .forget_after(config.forget_after);
         let membership = Arc::new(Membership::new(
             detector,
-            NodeLink::connector(config.ping_timeout),
+            NodeLink::connector(network, config.ping_timeout),
             sender,
             config.stats_interval.is_some(),
         ));

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use natter::transport::Dial;
 use natter::{Client, ClientService, Frame};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -47,6 +48,7 @@ use tower::{Service, ServiceExt};
 
 use crate::detector::{PingKind, PingTarget};
 use crate::membership::{Connector, Membership, PingService};
+use crate::network::Network;
 use crate::protocol::{self, Ping, Pong};
 
 /// Probes (pings to nodes that have not answered yet, or are lost) in
@@ -280,8 +282,8 @@ async fn ping(
 /// other failure (closed, refused, an answer that is not a pong) drops the
 /// connection and the next ping dials afresh.
 #[derive(Clone)]
-pub(crate) struct NodeLink {
-    addr: SocketAddr,
+pub(crate) struct NodeLink<D> {
+    dialer: D,
     connect_timeout: Duration,
     connection: Arc<tokio::sync::Mutex<Connection>>,
 }
@@ -295,21 +297,30 @@ struct Connection {
     service: Option<ClientService>,
 }
 
-impl NodeLink {
-    /// A link to the node listening at `addr`; nothing is dialled until
-    /// the first ping. Dialling gives up after `connect_timeout` (the ping
+impl<D: Dial + Clone> NodeLink<D> {
+    /// A link to the node `dialer` reaches; nothing is dialled until the
+    /// first ping. Dialling gives up after `connect_timeout` (the ping
     /// timeout bounds the whole ping anyway).
-    pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration) -> Self {
+    pub(crate) fn new(dialer: D, connect_timeout: Duration) -> Self {
         NodeLink {
-            addr,
+            dialer,
             connect_timeout,
             connection: Arc::default(),
         }
     }
 
-    /// A connector that makes a [`NodeLink`] for each address.
-    pub(crate) fn connector(connect_timeout: Duration) -> Connector {
-        Arc::new(move |addr| PingService::new(NodeLink::new(addr, connect_timeout)))
+    /// A connector that makes a [`NodeLink`] for each address, dialled
+    /// on `network`.
+    pub(crate) fn connector<N: Network<Dialer = D>>(
+        network: N,
+        connect_timeout: Duration,
+    ) -> Connector {
+        Arc::new(move |addr: SocketAddr| {
+            PingService::new(NodeLink::new(
+                network.dialer(&addr.to_string()),
+                connect_timeout,
+            ))
+        })
     }
 
     async fn exchange(self, ping: Ping) -> Result<Pong, natter::Error> {
@@ -359,7 +370,7 @@ impl NodeLink {
             // some 100 KiB per node, most of the master's memory at 1,000
             // nodes.
             .event_capacity(1)
-            .connect_service(self.addr)
+            .connect_service(self.dialer.clone())
             .await?;
         connection.generation += 1;
         connection.service = Some(service.clone());
@@ -377,7 +388,7 @@ impl NodeLink {
     }
 }
 
-impl Service<Ping> for NodeLink {
+impl<D: Dial + Clone> Service<Ping> for NodeLink<D> {
     type Response = Pong;
     type Error = natter::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Pong, natter::Error>> + Send>>;
