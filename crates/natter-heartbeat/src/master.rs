@@ -158,7 +158,7 @@ impl Master {
             .forget_after(config.forget_after);
         let membership = Arc::new(Membership::new(
             detector,
-            NodeLink::connector(network, config.ping_timeout),
+            NodeLink::connector(network, config.interval, config.ping_timeout),
             sender,
             config.stats_interval.is_some(),
         ));

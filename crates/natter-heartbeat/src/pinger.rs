@@ -281,10 +281,19 @@ async fn ping(
 /// discarded when it comes and the next pong goes to the next ping. Any
 /// other failure (closed, refused, an answer that is not a pong) drops the
 /// connection and the next ping dials afresh.
+///
+/// A connection that brings no pong, late or not, for `idle_timeout` (two
+/// intervals and a ping timeout: two pings in a row unanswered) is closed,
+/// and the next ping dials afresh. A connection can die without a word: a
+/// lost segment that is never retransmitted, state dropped by a middlebox.
+/// Kept open, it would swallow every later ping and keep a reachable node
+/// lost until TCP gave up on it (some 15 minutes); the simulation found
+/// this (natter-heartbeat's `tests/simulation.rs`, seed 0).
 #[derive(Clone)]
 pub(crate) struct NodeLink<D> {
     dialer: D,
     connect_timeout: Duration,
+    idle_timeout: Duration,
     connection: Arc<tokio::sync::Mutex<Connection>>,
 }
 
@@ -298,13 +307,15 @@ struct Connection {
 }
 
 impl<D: Dial + Clone> NodeLink<D> {
-    /// A link to the node `dialer` reaches; nothing is dialled until the
-    /// first ping. Dialling gives up after `connect_timeout` (the ping
-    /// timeout bounds the whole ping anyway).
-    pub(crate) fn new(dialer: D, connect_timeout: Duration) -> Self {
+    /// A link to the node `dialer` reaches, pinged every `interval`, each
+    /// ping allowed `ping_timeout`; nothing is dialled until the first
+    /// ping. Dialling gives up after the ping timeout (which bounds the
+    /// whole ping anyway).
+    pub(crate) fn new(dialer: D, interval: Duration, ping_timeout: Duration) -> Self {
         NodeLink {
             dialer,
-            connect_timeout,
+            connect_timeout: ping_timeout,
+            idle_timeout: interval * 2 + ping_timeout,
             connection: Arc::default(),
         }
     }
@@ -313,12 +324,14 @@ impl<D: Dial + Clone> NodeLink<D> {
     /// on `network`.
     pub(crate) fn connector<N: Network<Dialer = D>>(
         network: N,
-        connect_timeout: Duration,
+        interval: Duration,
+        ping_timeout: Duration,
     ) -> Connector {
         Arc::new(move |addr: SocketAddr| {
             PingService::new(NodeLink::new(
                 network.dialer(&addr.to_string()),
-                connect_timeout,
+                interval,
+                ping_timeout,
             ))
         })
     }
@@ -365,6 +378,7 @@ impl<D: Dial + Clone> NodeLink<D> {
         let service = Client::builder()
             .codec(protocol::codec())
             .connect_timeout(self.connect_timeout)
+            .idle_timeout(self.idle_timeout)
             // Nobody reads the connection's event stream (its events are
             // logged anyway), and a ring of the default 1024 events is
             // some 100 KiB per node, most of the master's memory at 1,000

@@ -26,7 +26,6 @@
 //! that hangs on which of two simultaneous events wins may need a few
 //! replays, or a run of many seeds, to show again.
 
-use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
@@ -71,7 +70,7 @@ impl Seeds {
     }
 
     /// The seeds the environment asks for, or `ci`.
-    pub fn chosen(ci: Range<u64>) -> Vec<u64> {
+    pub fn chosen(ci: impl IntoIterator<Item = u64>) -> Vec<u64> {
         let number = |name: &str| {
             std::env::var(name).ok().map(|value| {
                 value
@@ -87,17 +86,19 @@ impl Seeds {
             let first = number(FIRST_SEED_VAR).unwrap_or(0);
             return (first..first.saturating_add(count)).collect();
         }
-        ci.collect()
+        ci.into_iter().collect()
     }
 
     /// Runs `scenario` (the test's name, for the replay command) with
-    /// every seed chosen (see the [module](self)), and returns what each
-    /// passing run returned, in seed order. Panics after the last seed if
-    /// any failed, having printed each failure with its replay command.
+    /// every seed chosen (see the [module](self)): without variables, the
+    /// seeds `ci` (a range, and the seeds that once found a bug, kept as
+    /// regression tests). Returns what each passing run returned, in the
+    /// order run. Panics after the last seed if any failed, having printed
+    /// each failure with its replay command.
     pub fn run<T>(
         &self,
         scenario: &str,
-        ci: Range<u64>,
+        ci: impl IntoIterator<Item = u64>,
         run: impl Fn(u64) -> Result<T, String>,
     ) -> Vec<(u64, T)> {
         let seeds = Seeds::chosen(ci);
