@@ -606,3 +606,237 @@ fn heartbeat_under_faults() {
         check(&plan, &log).map_err(|broken| format!("{broken}\n    plan:{plan}"))
     });
 }
+
+mod comparison {
+    //! The fixed rule and phi accrual side by side: for each link profile
+    //! and seed, one master and six nodes; two nodes crash (their host
+    //! stops, as SIGKILL), four stay healthy. Measured: the time from a
+    //! crash to `node_lost`, and how many healthy nodes were ever reported
+    //! lost. The README's table comes from
+    //!
+    //! ```text
+    //! NATTER_SIM_SEEDS=1000 cargo test --release -p natter-heartbeat --test simulation -- detector_comparison --nocapture
+    //! ```
+
+    use natter_heartbeat::DetectorChoice;
+
+    use super::*;
+
+    /// The links between the master and its nodes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Profile {
+        /// 1 to 5 ms one way.
+        Steady,
+        /// Each link's latency redrawn every 250 ms from a Pareto
+        /// distribution (scale 5 ms, shape 1.1, at most 2.5 s): mostly a
+        /// few ms, now and then seconds.
+        HeavyTail,
+        /// Every 15 to 25 s, every link's latency jumps to 1.2 to 2 s one
+        /// way for 1.5 to 3.5 s: spikes longer than the interval.
+        Spikes,
+    }
+
+    pub(super) const PROFILES: [Profile; 3] =
+        [Profile::Steady, Profile::HeavyTail, Profile::Spikes];
+
+    const CRASHED: [&str; 2] = ["c0", "c1"];
+    const HEALTHY: [&str; 4] = ["h0", "h1", "h2", "h3"];
+
+    /// One run's numbers.
+    #[derive(Debug, Clone, Default)]
+    pub(super) struct Measured {
+        /// Crash to `node_lost`, for each crashed node reported lost.
+        pub(super) detections: Vec<Duration>,
+        /// Crashed nodes not reported lost by the end.
+        pub(super) missed: usize,
+        /// Healthy nodes (and crashed ones before their crash) reported
+        /// lost, of how many.
+        pub(super) false_positives: usize,
+        pub(super) healthy: usize,
+    }
+
+    pub(super) fn run(
+        seed: u64,
+        profile: Profile,
+        detector: DetectorChoice,
+    ) -> Result<Measured, String> {
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0x636f_6d70);
+        let crash_at: Vec<f64> = CRASHED
+            .iter()
+            .map(|_| rng.random_range(25.0..35.0))
+            .collect();
+        let end = 50.0;
+        let mut sim = turmoil::Builder::new()
+            .rng_seed(seed)
+            .tick_duration(Duration::from_millis(10))
+            .simulation_duration(secs(end + 60.0))
+            .min_message_latency(Duration::from_millis(1))
+            .max_message_latency(Duration::from_millis(5))
+            .build();
+        let log = Log::default();
+        let master_log = log.clone();
+        sim.host(MASTER, move || {
+            let log = master_log.clone();
+            async move {
+                let config = MasterConfig {
+                    interval: INTERVAL,
+                    failures: FAILURES.try_into()?,
+                    ping_timeout: PING_TIMEOUT,
+                    detector,
+                    ..MasterConfig::new(([0, 0, 0, 0], REGISTRATION_PORT).into())
+                };
+                let (_master, mut events) = Master::start_on(config, SimNet).await?;
+                while let Some(event) = events.recv().await {
+                    log.push(Seen::Master(event));
+                }
+                Ok(())
+            }
+        });
+        let nodes: Vec<&str> = CRASHED.iter().chain(&HEALTHY).copied().collect();
+        for host in &nodes {
+            let id = host.to_string();
+            sim.host(*host, move || {
+                let id = id.clone();
+                async move {
+                    let config = NodeConfig {
+                        listen: ([0, 0, 0, 0], HEARTBEAT_PORT).into(),
+                        master_timeout: MASTER_TIMEOUT,
+                        ..NodeConfig::new(id, format!("{MASTER}:{REGISTRATION_PORT}"))
+                    };
+                    let (_node, mut events) = Node::start_on(config, SimNet).await?;
+                    while events.recv().await.is_some() {}
+                    Ok(())
+                }
+            });
+        }
+        let mut timeline = Timeline::new();
+        for (id, at) in CRASHED.iter().zip(&crash_at) {
+            let id = id.to_string();
+            timeline.at(secs(*at), move |sim| sim.crash(id.as_str()));
+        }
+        let set = |timeline: &mut Timeline<'static>, at: f64, id: &str, latency: f64| {
+            let id = id.to_owned();
+            timeline.at(secs(at), move |sim| {
+                sim.set_link_latency(MASTER, id.as_str(), secs(latency));
+                sim.set_link_max_message_latency(MASTER, id.as_str(), secs(latency * 1.2));
+            });
+        };
+        match profile {
+            Profile::Steady => {}
+            Profile::HeavyTail => {
+                for id in &nodes {
+                    let mut at = 0.0;
+                    while at < end {
+                        let u: f64 = rng.random_range(f64::EPSILON..1.0);
+                        let latency = (0.005 * u.powf(-1.0 / 1.1)).min(2.5);
+                        set(&mut timeline, at, id, latency);
+                        at += 0.25;
+                    }
+                }
+            }
+            Profile::Spikes => {
+                let period = rng.random_range(15.0..25.0);
+                let mut at = rng.random_range(5.0..period);
+                while at < end {
+                    let length = rng.random_range(1.5..3.5);
+                    let latency = rng.random_range(1.2..2.0);
+                    for id in &nodes {
+                        set(&mut timeline, at, id, latency);
+                        set(&mut timeline, at + length, id, 0.001);
+                    }
+                    at += period;
+                }
+            }
+        }
+        timeline
+            .run(&mut sim, secs(end))
+            .map_err(|error| format!("a host failed: {error}"))?;
+
+        let mut measured = Measured::default();
+        for (id, at) in CRASHED.iter().zip(&crash_at) {
+            let at = secs(*at);
+            let losses = log.master(id, lost);
+            measured.healthy += 1;
+            if losses.iter().any(|&t| t < at) {
+                measured.false_positives += 1;
+            }
+            match losses.iter().find(|&&t| t >= at) {
+                Some(&t) => measured.detections.push(t - at),
+                None => measured.missed += 1,
+            }
+        }
+        for id in HEALTHY {
+            measured.healthy += 1;
+            if !log.master(id, lost).is_empty() {
+                measured.false_positives += 1;
+            }
+        }
+        Ok(measured)
+    }
+}
+
+/// The comparison of the fixed rule and phi accrual (see
+/// [`comparison`]). In CI one seed per profile checks that it runs and
+/// that a crashed node is found on a steady link; the README's table comes
+/// from many seeds.
+#[test]
+fn detector_comparison() {
+    use comparison::{PROFILES, Profile, run};
+    use natter_heartbeat::DetectorChoice;
+
+    let detectors = [
+        ("fixed (3 failures)", DetectorChoice::Fixed),
+        ("phi (threshold 8)", DetectorChoice::Phi { threshold: 8.0 }),
+    ];
+    let results = natter_sim::seeds!().run("detector_comparison", 0..1, |seed| {
+        let mut per_seed = Vec::new();
+        for profile in PROFILES {
+            for (name, detector) in detectors {
+                let measured = run(seed, profile, detector)?;
+                if profile == Profile::Steady
+                    && (measured.missed > 0 || measured.false_positives > 0)
+                {
+                    return Err(format!("{name} on a steady link: {measured:?}"));
+                }
+                per_seed.push((profile, name, measured));
+            }
+        }
+        Ok(per_seed)
+    });
+    let seeds = results.len();
+    println!(
+        "| link | detector | crashes detected | mean detection | p99 detection | healthy nodes reported lost |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for profile in PROFILES {
+        for (name, _) in detectors {
+            let mut detections = Vec::new();
+            let (mut missed, mut false_positives, mut healthy) = (0, 0, 0);
+            for (_, runs) in &results {
+                for (p, n, m) in runs {
+                    if *p == profile && *n == name {
+                        detections.extend(m.detections.iter().copied());
+                        missed += m.missed;
+                        false_positives += m.false_positives;
+                        healthy += m.healthy;
+                    }
+                }
+            }
+            detections.sort();
+            let mean =
+                detections.iter().sum::<Duration>().as_secs_f64() / detections.len().max(1) as f64;
+            let p99 = detections
+                .get((detections.len() * 99).div_ceil(100).saturating_sub(1))
+                .copied()
+                .unwrap_or_default();
+            println!(
+                "| {profile:?} | {name} | {} of {} | {mean:.2} s | {:.2} s | {false_positives} of {healthy} ({:.2} %) |",
+                detections.len(),
+                detections.len() + missed,
+                p99.as_secs_f64(),
+                100.0 * false_positives as f64 / healthy.max(1) as f64
+            );
+        }
+    }
+    println!("({seeds} seeds)");
+}
