@@ -438,8 +438,10 @@ impl Detector {
             }
             NodeState::Lost => {
                 node.status.state = NodeState::Live;
-                // The silence while it was lost says nothing of its link.
-                node.history = rule.fresh(now);
+                // The gap is remembered too: a link that pauses now and
+                // then (latency spikes) should not be suspected at every
+                // pause.
+                rule.answered(&mut node.history, now);
                 Some(Transition::Recovered)
             }
         }

@@ -30,9 +30,9 @@ use tokio::time::Instant;
 ///
 /// It keeps its memory of each node in a [`History`](Self::History) that
 /// the detector holds; the detector starts a fresh one when the node
-/// registers (again) and when a lost node answers again, and reports each
-/// outcome of a ping that counts (see
-/// [Sequence numbers](crate::detector::Detector#sequence-numbers)).
+/// registers (again), and reports each outcome of a ping that counts (see
+/// [Sequence numbers](crate::detector::Detector#sequence-numbers)),
+/// including the answer that brings a lost node back.
 pub trait LossRule: fmt::Debug + Clone + Send + Sync + 'static {
     /// What the rule remembers of one node.
     type History: fmt::Debug + Clone + Send + Sync;
@@ -93,10 +93,12 @@ impl LossRule for FixedThreshold {
 /// intervals one [`interval`](Self::interval) apart, give or take a
 /// quarter, as Akka's first-heartbeat estimate.
 ///
-/// On a steady link it reports a frozen or killed node about as fast as
-/// three failures in a row; where answers come irregularly (a jittery link,
-/// latency spikes it has seen before) it waits longer before it suspects,
-/// which is what it is for. See the crate's README for both measured in
+/// On a steady link it reports a frozen or killed node at the same failed
+/// ping as three failures in a row (after some 4 intervals of silence);
+/// where answers come irregularly (a jittery link, latency spikes it has
+/// seen before) it waits longer before it suspects, which is what it is
+/// for. An interval is recorded at most [`max_silence`](Self::max_silence)
+/// long, so one long outage cannot stretch the next detection past it. See the crate's README for both measured in
 /// simulation.
 ///
 /// ```
@@ -111,10 +113,10 @@ impl LossRule for FixedThreshold {
 ///     phi.answered(&mut history, start + Duration::from_secs(second));
 /// }
 /// let last = start + Duration::from_secs(10);
-/// // 2.9 seconds of silence after ten steady answers: not yet.
-/// assert!(!phi.failed(&mut history, 1, last + Duration::from_millis(2900)));
-/// // Three: lost.
-/// assert!(phi.failed(&mut history, 2, last + Duration::from_secs(3)));
+/// // 3.5 seconds of silence after ten steady answers: not yet.
+/// assert!(!phi.failed(&mut history, 3, last + Duration::from_millis(3500)));
+/// // Four: lost.
+/// assert!(phi.failed(&mut history, 4, last + Duration::from_secs(4)));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct PhiAccrual {
@@ -125,9 +127,9 @@ pub struct PhiAccrual {
     /// The standard deviation used at least (default: a tenth of the
     /// interval).
     pub min_std_dev: Duration,
-    /// A pause taken as normal, added to the mean interval (default: 1.4
-    /// intervals, so that on a steady link a killed node is reported at
-    /// the same round as with three failures in a row).
+    /// A pause taken as normal, added to the mean interval (default: 2.3
+    /// intervals, so that on a steady link a silent node is reported at
+    /// the same failed ping as with three failures in a row).
     pub acceptable_pause: Duration,
     /// How many intervals the history keeps (default 100).
     pub max_samples: usize,
@@ -148,7 +150,7 @@ impl PhiAccrual {
             interval,
             threshold: DEFAULT_PHI_THRESHOLD,
             min_std_dev: interval / 10,
-            acceptable_pause: interval * 7 / 5,
+            acceptable_pause: interval * 23 / 10,
             max_samples: 100,
             max_silence: interval * 9,
         }
@@ -198,7 +200,10 @@ impl LossRule for PhiAccrual {
     }
 
     fn answered(&self, history: &mut PhiHistory, now: Instant) {
-        let interval = now.saturating_duration_since(history.last).as_secs_f64();
+        let interval = now
+            .saturating_duration_since(history.last)
+            .min(self.max_silence)
+            .as_secs_f64();
         history.last = history.last.max(now);
         if history.intervals.len() >= self.max_samples.max(1) {
             history.intervals.pop_front();
@@ -353,8 +358,8 @@ mod tests {
         let mut history = rule.fresh(Instant::now());
         steady(&rule, &mut history, SECOND, 50).await;
         let after = lost_after(&rule, &history);
-        // mean 1 s + pause 1.4 s + about 5.3 minimal standard deviations.
-        assert_eq!(after, Duration::from_millis(3000), "{after:?}");
+        // mean 1 s + pause 2.3 s + about 5.3 minimal standard deviations.
+        assert_eq!(after, Duration::from_millis(3900), "{after:?}");
     }
 
     #[tokio::test(start_paused = true)]
