@@ -654,3 +654,28 @@ fn server_drain_with_partitioned_and_slow_peers() {
         },
     );
 }
+
+/// Seeds 1241 and 1271 (of 300 run) fail the drain property, and are kept
+/// here to replay: a peer behind a slow link (0.57 and 0.37 s one way)
+/// sends a request just after the server, draining, answered the two
+/// before it and sent FIN. The server has already dropped that
+/// connection, without the linger a polite close reads for, so the
+/// request draws a reset; turmoil delivers each segment after its own
+/// latency, the reset overtakes the two answers, and the peer loses
+/// them. On a real path the answers would mostly arrive first; the early
+/// drop is natter's (the connection driver, `crates/natter/src/conn/`,
+/// under rework at the time), the overtaking turmoil's. Ignored until the
+/// driver lingers there too:
+/// `cargo test -p natter-sim --test simulation -- --ignored`.
+#[test]
+#[ignore = "a draining connection is dropped without its linger; see the comment"]
+fn server_drain_answers_reach_a_slow_peer_that_sends_after_the_fin() {
+    natter_sim::seeds!().run(
+        "server_drain_answers_reach_a_slow_peer_that_sends_after_the_fin",
+        [1241, 1271],
+        |seed| {
+            let run = drain::run(seed)?;
+            drain::check(&run)
+        },
+    );
+}
