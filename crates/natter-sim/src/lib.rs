@@ -11,7 +11,7 @@
 //!   master and node) run inside turmoil hosts unchanged;
 //! - [`Timeline`]: a run's fault schedule, applied at instants of
 //!   simulated time;
-//! - [`seeds`]: the runner that runs a scenario for each seed, and prints
+//! - [`mod@seeds`]: the runner that runs a scenario for each seed, and prints
 //!   the command that replays a failing one.
 //!
 //! The crate is a dev-dependency only; nothing in the programs depends on

@@ -3,7 +3,7 @@
 //! inside turmoil hosts, unchanged.
 //!
 //! turmoil's `TcpStream` is an `AsyncRead + AsyncWrite` stream, so
-//! [`memory::Stream`] makes it an [`Io`](natter::transport::Io); its
+//! [`memory::Stream`](natter::transport::memory::Stream) makes it an [`Io`](natter::transport::Io); its
 //! addresses are ordinary `SocketAddr`s (turmoil gives each host an IP),
 //! reported as [`Addr::Tcp`] like real TCP.
 //!

@@ -37,7 +37,7 @@ pub const SEEDS_VAR: &str = "NATTER_SIM_SEEDS";
 pub const FIRST_SEED_VAR: &str = "NATTER_SIM_FIRST_SEED";
 
 /// Runs scenarios over seeds; knows how to name the command that replays
-/// one. Make it with [`seeds!`](crate::seeds), which fills in the package
+/// one. Make it with [`seeds!`](macro@crate::seeds), which fills in the package
 /// and the test target.
 #[derive(Debug, Clone, Copy)]
 pub struct Seeds {
