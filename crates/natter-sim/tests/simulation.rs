@@ -655,24 +655,28 @@ fn server_drain_with_partitioned_and_slow_peers() {
     );
 }
 
-/// Seeds 1241 and 1271 (of 300 run) fail the drain property, and are kept
-/// here to replay: a peer behind a slow link (0.57 and 0.37 s one way)
-/// sends a request just after the server, draining, answered the two
-/// before it and sent FIN. The server has already dropped that
-/// connection, without the linger a polite close reads for, so the
-/// request draws a reset; turmoil delivers each segment after its own
-/// latency, the reset overtakes the two answers, and the peer loses
-/// them. On a real path the answers would mostly arrive first; the early
-/// drop is natter's (the connection driver, `crates/natter/src/conn/`,
-/// under rework at the time), the overtaking turmoil's. Ignored until the
-/// driver lingers there too:
+/// Seeds that fail the drain property, kept here to replay: 1241 and
+/// 1271 (of 300 run), 2033, 2093, 2214, 2260, 2550, 2917 and 2996 (of
+/// 1000 more). A peer behind a slow link sends a request just after the
+/// draining server answered the ones before it and sent FIN; the request
+/// draws a reset, which in turmoil (each segment after its own latency)
+/// overtakes the answers, and the peer loses them.
+///
+/// The cause is natter's polite close (`crates/natter/src/conn/close.rs`,
+/// not changed here: the driver was being reworked): it calls
+/// `poll_shutdown` again at every poll while it lingers. Linux takes a
+/// second `shutdown(SHUT_WR)`; turmoil's stream answers it with
+/// `NotConnected`, as other streams may, and the polite close then ends at
+/// once: no linger, the socket is dropped with the late request unread,
+/// and a reset goes out. The fix: call `poll_shutdown` until it first
+/// returns `Ready`, then only read. Ignored until then:
 /// `cargo test -p natter-sim --test simulation -- --ignored`.
 #[test]
-#[ignore = "a draining connection is dropped without its linger; see the comment"]
+#[ignore = "natter's polite close calls poll_shutdown again while it lingers; see the comment"]
 fn server_drain_answers_reach_a_slow_peer_that_sends_after_the_fin() {
     natter_sim::seeds!().run(
         "server_drain_answers_reach_a_slow_peer_that_sends_after_the_fin",
-        [1241, 1271],
+        [1241, 1271, 2033, 2093, 2214, 2260, 2550, 2917, 2996],
         |seed| {
             let run = drain::run(seed)?;
             drain::check(&run)
