@@ -1203,6 +1203,98 @@ mod tests {
         }
     }
 
+    mod with_phi {
+        //! The detector's bookkeeping is the same whatever the rule: the
+        //! table, refusals, probes with backoff, forgetting, recovery,
+        //! here with phi accrual on the paused clock.
+
+        use tokio::time::advance;
+
+        use super::*;
+        use crate::rule::PhiAccrual;
+
+        const INTERVAL: Duration = Duration::from_secs(1);
+
+        #[tokio::test(start_paused = true)]
+        async fn phi_keeps_registration_limits_probes_and_forgetting() {
+            let mut d = Detector::with_rule(Rule::Phi(PhiAccrual::new(INTERVAL)))
+                .interval(INTERVAL)
+                .max_nodes(2)
+                .forget_after(Duration::from_secs(60));
+            let now = Instant::now;
+            assert_eq!(d.registered("n1", addr(A), now()), Ok(Registration::Joined));
+            assert_eq!(d.registered("n2", addr(B), now()), Ok(Registration::Joined));
+            assert_eq!(d.registered("n3", addr(A), now()), Err(Refusal::NodeLimit));
+            assert_eq!(d.registered("n1", addr(B), now()), Err(Refusal::IdInUse));
+
+            // n1 answers every round; n2 stops answering after 10 rounds.
+            let mut lost_at = None;
+            for round in 1..=20u32 {
+                advance(INTERVAL).await;
+                let pings = d.start_round(now()).pings;
+                for ping in pings {
+                    let transition = if ping.id == "n1" || round <= 10 {
+                        d.ping_succeeded(&ping.id, ping.seq, now())
+                    } else {
+                        d.ping_failed(&ping.id, ping.seq, now())
+                    };
+                    if transition == Some(Transition::Lost) {
+                        assert_eq!(ping.id, "n2");
+                        assert_eq!(lost_at, None, "lost once");
+                        lost_at = Some(round);
+                    }
+                }
+            }
+            // Silent from round 11 (last answer at round 10): lost at the
+            // fourth failed ping, as with 3 failures in a row, give or take
+            // one.
+            assert!(matches!(lost_at, Some(13..=14)), "{lost_at:?}");
+            assert_eq!(d.node("n1").unwrap().state, NodeState::Live);
+            // A lost node may be taken over at another address; a lost one
+            // is probed less often than every round.
+            let probes: usize = {
+                let mut probes = 0;
+                for _ in 0..20 {
+                    advance(INTERVAL).await;
+                    let pings = d.start_round(now()).pings;
+                    for ping in pings {
+                        if ping.id == "n2" {
+                            assert_eq!(ping.kind, PingKind::Probe);
+                            probes += 1;
+                            d.ping_failed(&ping.id, ping.seq, now());
+                        } else {
+                            d.ping_succeeded(&ping.id, ping.seq, now());
+                        }
+                    }
+                }
+                probes
+            };
+            assert!((3..=6).contains(&probes), "{probes} probes in 20 rounds");
+            // An answer brings it back, once.
+            let ping = d.start_ping("n2").unwrap();
+            assert_eq!(
+                d.ping_succeeded("n2", ping.seq, now()),
+                Some(Transition::Recovered)
+            );
+            // Lost again and never heard from: forgotten after forget_after.
+            let mut forgotten = false;
+            for _ in 0..80 {
+                advance(INTERVAL).await;
+                let round = d.start_round(now());
+                forgotten |= round.forgotten == ["n2"];
+                for ping in round.pings {
+                    if ping.id == "n2" {
+                        d.ping_failed(&ping.id, ping.seq, now());
+                    } else {
+                        d.ping_succeeded(&ping.id, ping.seq, now());
+                    }
+                }
+            }
+            assert!(forgotten && d.node("n2").is_none());
+            assert_eq!(d.registered("n3", addr(A), now()), Ok(Registration::Joined));
+        }
+    }
+
     mod watchdog {
         use tokio::time::{advance, sleep_until};
 
