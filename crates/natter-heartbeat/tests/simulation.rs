@@ -186,7 +186,7 @@ enum Role {
     Lossy { start: f64, length: f64, rate: f64 },
     /// Leaves gracefully at `at`.
     Leaves { at: f64 },
-    /// Its host crashes at `at` (as SIGKILL: the connections close).
+    /// Its host crashes at `at`: nothing it runs answers any more.
     Crashes { at: f64 },
 }
 
@@ -639,13 +639,13 @@ fn heartbeat_under_faults_with_phi() {
 
 mod comparison {
     //! The fixed rule and phi accrual side by side: for each link profile
-    //! and seed, one master and six nodes; two nodes crash (their host
-    //! stops, as SIGKILL), four stay healthy. Measured: the time from a
+    //! and seed, one master and six nodes; two nodes crash (turmoil stops
+    //! their host: nothing answers, pings time out), four stay healthy. Measured: the time from a
     //! crash to `node_lost`, and how many healthy nodes were ever reported
     //! lost. The README's table comes from
     //!
     //! ```text
-    //! NATTER_SIM_SEEDS=1000 cargo test --release -p natter-heartbeat --test simulation -- detector_comparison --nocapture
+    //! NATTER_SIM_SEEDS=4000 cargo test --release -p natter-heartbeat --test simulation -- detector_comparison --nocapture
     //! ```
 
     use super::*;
