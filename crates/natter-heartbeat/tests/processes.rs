@@ -376,3 +376,55 @@ fn the_demo_narrates_a_lost_node_and_exits_0() {
     assert!(!story.contains(r#"node "n1" lost"#), "{story}");
     assert!(!story.contains('{'), "sentences, not JSON: {story}");
 }
+
+/// `--detector phi`: a killed or frozen node is lost within `10 *
+/// interval + ping-timeout + 1 s`, and healthy loopback nodes never are.
+fn phi_bound() -> Duration {
+    interval() * 10 + Duration::from_millis(PING_TIMEOUT_MS) + SECOND
+}
+
+#[test]
+fn with_phi_a_killed_node_is_lost_in_time_and_healthy_ones_never() {
+    let (mut master, addr) = start_master(&["--detector", "phi"]);
+    let _n1 = join(&mut master, &addr, "n1", &[]);
+    let (n2, _) = join(&mut master, &addr, "n2", &[]);
+    let _n3 = join(&mut master, &addr, "n3", &[]);
+    // Fifteen intervals of healthy pings: nothing to report.
+    master.expect_silence(interval() * 15);
+
+    n2.signal("KILL");
+    let killed = Instant::now();
+    let bound = phi_bound();
+    master.expect(bound, "node_lost n2", |event| {
+        assert!(!is_lost(event) || *event == lost("n2"), "{event}");
+        *event == lost("n2")
+    });
+    eprintln!(
+        "phi: n2 lost {:?} after SIGKILL (bound {bound:?})",
+        killed.elapsed()
+    );
+    master.expect_none(interval() * 10, "event after node_lost", |_| true);
+}
+
+#[test]
+fn with_phi_a_frozen_node_is_lost_in_time_then_recovered() {
+    let (mut master, addr) = start_master(&["--detector", "phi", "--phi-threshold", "8.0"]);
+    let (n1, _) = join(&mut master, &addr, "n1", &[]);
+    let _n2 = join(&mut master, &addr, "n2", &[]);
+    master.expect_silence(interval() * 10);
+
+    n1.signal("STOP");
+    let stopped = Instant::now();
+    let bound = phi_bound();
+    master.expect_event(bound, lost("n1"));
+    eprintln!(
+        "phi: n1 lost {:?} after SIGSTOP (bound {bound:?})",
+        stopped.elapsed()
+    );
+    n1.signal("CONT");
+    master.expect_event(
+        interval() * 10 + 2 * SECOND,
+        json!({"event": "node_recovered", "node": "n1"}),
+    );
+    master.expect_none(interval() * 6, "event after node_recovered", |_| true);
+}
