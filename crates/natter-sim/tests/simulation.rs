@@ -655,25 +655,19 @@ fn server_drain_with_partitioned_and_slow_peers() {
     );
 }
 
-/// Seeds that fail the drain property, kept here to replay: 1241 and
-/// 1271 (of 300 run), 2033, 2093, 2214, 2260, 2550, 2917 and 2996 (of
+/// Seeds that failed the drain property, kept as a regression test: 1241
+/// and 1271 (of 300 run), 2033, 2093, 2214, 2260, 2550, 2917 and 2996 (of
 /// 1000 more). A peer behind a slow link sends a request just after the
 /// draining server answered the ones before it and sent FIN; the request
-/// draws a reset, which in turmoil (each segment after its own latency)
-/// overtakes the answers, and the peer loses them.
+/// drew a reset, which in turmoil (each segment after its own latency)
+/// overtook the answers, and the peer lost them.
 ///
-/// The cause is natter's polite close (`crates/natter/src/conn/close.rs`,
-/// not changed here: the driver was being reworked): it calls
-/// `poll_shutdown` again at every poll while it lingers. Linux takes a
-/// second `shutdown(SHUT_WR)`; turmoil's stream answers it with
-/// `NotConnected`, as other streams may, and the polite close then ends at
-/// once: no linger, the socket is dropped with the late request unread,
-/// and a reset goes out. The fix: call `poll_shutdown` until it first
-/// returns `Ready`, then only read (tried: with the second shutdown's
-/// error ignored, all nine seeds pass). Ignored until then:
-/// `cargo test -p natter-sim --test simulation -- --ignored`.
+/// The cause was natter's polite close: it called `poll_shutdown` again at
+/// every poll while it lingered; Linux takes a second `shutdown(SHUT_WR)`,
+/// turmoil's stream answers it with `NotConnected`, and the polite close
+/// then ended at once, dropping the socket with the late request unread.
+/// It now asks for the shutdown once, then only reads.
 #[test]
-#[ignore = "natter's polite close calls poll_shutdown again while it lingers; see the comment"]
 fn server_drain_answers_reach_a_slow_peer_that_sends_after_the_fin() {
     natter_sim::seeds!().run(
         "server_drain_answers_reach_a_slow_peer_that_sends_after_the_fin",
