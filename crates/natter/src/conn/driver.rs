@@ -834,7 +834,11 @@ where
     /// the connection closes after the replies before it.
     fn frame_failed(&mut self, error: Error) {
         if *self.failed {
-            self.report(error, true);
+            // A frame in flight behind the one that closed the connection:
+            // counted, logged at debug, but no event of its own (the close
+            // was reported once).
+            self.counters.error(&error);
+            tracing::debug!(%error, "frame after the one that closed the connection");
             return;
         }
         let Some(reply) = self.ask_hook(&error) else {
