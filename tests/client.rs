@@ -418,6 +418,37 @@ async fn pipelined_requests_are_each_answered_with_their_own_response() {
     .await;
 }
 
+/// A request's wake-up must never be lost when the driver, on another
+/// worker thread, takes the request before the caller's wake-up lands (it
+/// once was: the late wake-up spent the driver's fresh registration, and the
+/// next request waited forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_from_another_thread_never_stall_the_connection() {
+    use futures::stream::FuturesOrdered;
+    within(async {
+        let (addr, _server) = natter_server(Server::builder(), |_: &Conn| {
+            service_fn(|frame: Frame| ready(Ok::<_, BoxError>(frame)))
+        })
+        .await;
+        let mut service = Client::builder().connect_service(addr).await.unwrap();
+        let mut in_flight = FuturesOrdered::new();
+        let (mut sent, mut answered) = (0_usize, 0_usize);
+        while answered < 20_000 {
+            if sent < 20_000 && in_flight.len() < 8 {
+                let frame = Frame::from(format!("request {sent}"));
+                in_flight.push_back(service.ready().await.unwrap().call(frame));
+                sent += 1;
+                continue;
+            }
+            let answer = in_flight.next().await.unwrap().unwrap();
+            assert_eq!(answer, format!("request {answered}").as_str());
+            answered += 1;
+        }
+        service.close();
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn call_all_yields_responses_in_request_order_even_when_the_server_finishes_them_out_of_order()
  {

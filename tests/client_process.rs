@@ -21,7 +21,14 @@ use tokio::process::{Child, Command};
 // ---------------------------------------------------------------------------
 
 /// Runs a test body, failing it if it takes longer than a few seconds.
+///
+/// The examples are built (or found up to date) first, before the clock
+/// starts: on a fresh clone and a busy machine that alone can take longer
+/// than the test.
 async fn within<F: std::future::Future>(body: F) -> F::Output {
+    // A blocking call: nothing else runs on this test's runtime yet.
+    example("client");
+    example("echo");
     tokio::time::timeout(Duration::from_secs(15), body)
         .await
         .expect("the test did not finish within 15 s")

@@ -16,24 +16,13 @@
 mod support;
 
 use std::convert::Infallible;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use natter::{Conn, DelimiterCodec, Frame, Server};
 use proptest::prelude::*;
 use support::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::runtime::Runtime;
 use tower::service_fn;
-
-/// One runtime for every case, with two workers as a real server has.
-static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-});
 
 /// What the handler makes of a frame: nothing for a frame that starts with
 /// `#`, else the frame reversed. It takes `len % 3` milliseconds, so with

@@ -18,7 +18,6 @@
 
 mod support;
 
-use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,7 +25,6 @@ use natter::layer::HandlerTimeoutLayer;
 use natter::{BoxError, Client, ClientService, Conn, DelimiterCodec, Error, Frame, Server};
 use proptest::prelude::*;
 use support::*;
-use tokio::runtime::Runtime;
 use tokio::time::sleep;
 use tower::load_shed::LoadShedLayer;
 use tower::timeout::TimeoutLayer;
@@ -413,14 +411,6 @@ fn expected(index: usize, outcome: Outcome, hooked: bool, closed: bool) -> Strin
         "error: connection closed".to_owned()
     }
 }
-
-static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-});
 
 async fn run_outcomes(outcomes: &[Outcome], in_flight: usize, hooked: bool) -> Vec<String> {
     let mut builder = Server::builder().max_in_flight(in_flight);

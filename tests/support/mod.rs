@@ -24,6 +24,17 @@ use tokio::task::JoinHandle;
 use tower::util::ServiceFn;
 use tower::{Layer, Service, service_fn};
 
+/// One runtime for the property tests' cases, shared by every case of a
+/// test binary, with two workers as a real server has: building a runtime
+/// per case would cost more than most cases.
+pub static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+});
+
 /// The longest any test, or any single wait in a test, may take. Generous:
 /// it only turns a hang into a failure.
 pub const LIMIT: Duration = Duration::from_secs(10);

@@ -6,7 +6,8 @@
 //! heartbeat master [--listen ADDR] [--interval-ms 1000] [--failures 3]
 //!                  [--ping-timeout-ms MS] [--token T] [--json]
 //!                  [--max-nodes 10000] [--forget-after-ms 300000]
-//!                  [--stats-interval-ms MS]
+//!                  [--stats-interval-ms MS] [--detector fixed|phi]
+//!                  [--phi-threshold 8.0]
 //! heartbeat node --id NAME --master ADDR [--listen ADDR]
 //!                [--master-timeout-ms 10000] [--token T] [--json]
 //! ```
@@ -43,7 +44,8 @@ use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use crate::detector::{DEFAULT_FORGET_AFTER, DEFAULT_MAX_NODES};
-use crate::{MasterConfig, NodeConfig};
+use crate::rule::DEFAULT_PHI_THRESHOLD;
+use crate::{DetectorChoice, MasterConfig, NodeConfig};
 
 /// Where the master listens for registrations when `--listen` is not given.
 pub const DEFAULT_MASTER_LISTEN: &str = "127.0.0.1:7940";
@@ -92,9 +94,20 @@ pub struct MasterArgs {
     )]
     pub interval_ms: u64,
 
-    /// Consecutive failed pings after which a node is reported lost.
+    /// Consecutive failed pings after which a node is reported lost (with
+    /// `--detector fixed`).
     #[arg(long, value_name = "N", default_value = "3", value_parser = parse_at_least_one)]
     pub failures: NonZeroU32,
+
+    /// How a node is judged lost: `fixed`, after `--failures` failed pings
+    /// in a row; `phi`, phi accrual over the intervals between its answers.
+    #[arg(long, value_name = "fixed|phi", value_enum, default_value_t = Detector::Fixed)]
+    pub detector: Detector,
+
+    /// With `--detector phi`: the suspicion level above which a node is
+    /// reported lost.
+    #[arg(long, value_name = "PHI", default_value_t = DEFAULT_PHI_THRESHOLD, value_parser = parse_threshold)]
+    pub phi_threshold: f64,
 
     /// How long to wait for each pong, in milliseconds [default: the
     /// interval].
@@ -178,6 +191,12 @@ impl From<&MasterArgs> for MasterConfig {
             listen: args.listen,
             interval: args.interval(),
             failures: args.failures,
+            detector: match args.detector {
+                Detector::Fixed => DetectorChoice::Fixed,
+                Detector::Phi => DetectorChoice::Phi {
+                    threshold: args.phi_threshold,
+                },
+            },
             ping_timeout: args.ping_timeout(),
             token: args.token.clone(),
             max_nodes: usize::try_from(args.max_nodes).unwrap_or(usize::MAX),
@@ -186,6 +205,15 @@ impl From<&MasterArgs> for MasterConfig {
             ..MasterConfig::new(args.listen)
         }
     }
+}
+
+/// `--detector`: which rule decides that a node is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Detector {
+    /// `--failures` failed pings in a row.
+    Fixed,
+    /// Phi accrual.
+    Phi,
 }
 
 /// `heartbeat node ...`
@@ -238,6 +266,14 @@ impl From<&NodeArgs> for NodeConfig {
             token: args.token.clone(),
             ..NodeConfig::new(args.id.clone(), args.master.clone())
         }
+    }
+}
+
+/// Accepts a number above 0.
+fn parse_threshold(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(threshold) if threshold.is_finite() && threshold > 0.0 => Ok(threshold),
+        _ => Err(format!("expected a number above 0, got {value:?}")),
     }
 }
 
@@ -299,6 +335,34 @@ mod tests {
     #[test]
     fn the_command_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_detector_is_fixed_unless_phi_is_asked_for() {
+        let config = MasterConfig::from(&master(&[]));
+        assert_eq!(config.detector, DetectorChoice::Fixed);
+        let config = MasterConfig::from(&master(&["--detector", "phi"]));
+        assert_eq!(config.detector, DetectorChoice::Phi { threshold: 8.0 });
+        let config = MasterConfig::from(&master(&["--detector", "phi", "--phi-threshold", "10.5"]));
+        assert_eq!(config.detector, DetectorChoice::Phi { threshold: 10.5 });
+        for bad in [
+            &["--detector", "gossip"][..],
+            &["--phi-threshold", "0"],
+            &["--phi-threshold=-1"],
+            &["--phi-threshold", "NaN"],
+        ] {
+            let mut all = vec!["master"];
+            all.extend_from_slice(bad);
+            let error = parse(&all).unwrap_err();
+            assert!(
+                matches!(
+                    error.kind(),
+                    ErrorKind::InvalidValue | ErrorKind::ValueValidation
+                ),
+                "{bad:?}: {:?}",
+                error.kind()
+            );
+        }
     }
 
     #[test]

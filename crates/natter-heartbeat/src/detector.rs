@@ -16,7 +16,7 @@
 //!
 //! let mut detector = Detector::new(NonZeroU32::new(3).unwrap());
 //! let addr = "127.0.0.1:4000".parse().unwrap();
-//! assert_eq!(detector.registered("n1", addr), Ok(Registration::Joined));
+//! assert_eq!(detector.registered("n1", addr, Instant::now()), Ok(Registration::Joined));
 //!
 //! // Every interval: one ping per node, each with a fresh seq ...
 //! for _ in 0..2 {
@@ -30,7 +30,7 @@
 //! // A lost node is still probed, less and less often; its first pong
 //! // brings it back.
 //! let ping = detector.start_ping("n1").unwrap();
-//! assert_eq!(detector.ping_succeeded("n1", ping.seq), Some(Transition::Recovered));
+//! assert_eq!(detector.ping_succeeded("n1", ping.seq, Instant::now()), Some(Transition::Recovered));
 //! ```
 
 use std::collections::BTreeMap;
@@ -41,6 +41,8 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::rule::{LossRule, Rule, RuleHistory};
 
 /// The most nodes a master knows at once unless told otherwise
 /// (`--max-nodes`).
@@ -172,8 +174,9 @@ pub struct Round {
 /// The master's failure detector: which nodes exist, where they listen,
 /// and whether they are live or lost.
 ///
-/// A node is lost after `failures` consecutive failed pings, and recovered
-/// by its first answered ping (or by registering again). Every method that
+/// A node is lost when its [`Rule`] says so (by default `failures`
+/// consecutive failed pings; see [`crate::rule`]), and recovered by its
+/// first answered ping (or by registering again). Every method that
 /// changes a node's state returns the change, so the caller prints each
 /// `node_lost` / `node_recovered` / `node_left` exactly once.
 ///
@@ -213,7 +216,7 @@ pub struct Round {
 /// connection; a mismatch is a failed ping.
 #[derive(Debug, Clone)]
 pub struct Detector {
-    failures: NonZeroU32,
+    rule: Rule,
     max_nodes: usize,
     interval: Duration,
     forget_after: Duration,
@@ -227,6 +230,8 @@ pub struct Detector {
 #[derive(Debug, Clone)]
 struct Node {
     status: NodeStatus,
+    /// What the rule remembers of its pings.
+    history: RuleHistory,
     /// The newest seq sent to this node at its current address.
     last_sent: u64,
     /// Outcomes of seqs up to and including this one are no longer counted.
@@ -258,8 +263,13 @@ impl Detector {
     /// pinging every second, with at most [`DEFAULT_MAX_NODES`] nodes and
     /// lost nodes forgotten after [`DEFAULT_FORGET_AFTER`].
     pub fn new(failures: NonZeroU32) -> Detector {
+        Detector::with_rule(Rule::fixed(failures))
+    }
+
+    /// The same, deciding who is lost with `rule` (see [`crate::rule`]).
+    pub fn with_rule(rule: Rule) -> Detector {
         Detector {
-            failures,
+            rule,
             max_nodes: DEFAULT_MAX_NODES,
             interval: Duration::from_secs(1),
             forget_after: DEFAULT_FORGET_AFTER,
@@ -287,20 +297,25 @@ impl Detector {
         self
     }
 
-    /// The number of consecutive failed pings that makes a node lost.
-    pub fn failures(&self) -> NonZeroU32 {
-        self.failures
+    /// The rule that decides when a node is lost.
+    pub fn rule(&self) -> &Rule {
+        &self.rule
     }
 
     /// A node asks to register (a `register` with the right token, or no
-    /// token needed) with heartbeat address `addr`.
+    /// token needed) with heartbeat address `addr`, at `now`.
     ///
     /// A new id joins, unless the table is full. A known id registering
     /// from its address again, or taking over a lost entry, takes the
     /// (new) address, starts live with no failures, and outcomes of pings
     /// already sent to it are ignored from now on. A known id that is live
     /// at another address is refused and left alone.
-    pub fn registered(&mut self, id: &str, addr: SocketAddr) -> Result<Registration, Refusal> {
+    pub fn registered(
+        &mut self,
+        id: &str,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Result<Registration, Refusal> {
         let registration = match self.nodes.get(id) {
             None if self.nodes.len() >= self.max_nodes => return Err(Refusal::NodeLimit),
             None => Registration::Joined,
@@ -317,6 +332,7 @@ impl Detector {
                 consecutive_failures: 0,
                 answered: false,
             },
+            history: self.rule.fresh(now),
             last_sent: self.last_seq,
             counted_up_to: self.last_seq,
             lost: None,
@@ -405,19 +421,27 @@ impl Detector {
     }
 
     /// Ping `seq` to node `id` was answered in time (a pong with the same
-    /// `seq`). [`Transition::Recovered`] if the node was lost.
+    /// `seq`), at `now`. [`Transition::Recovered`] if the node was lost.
     ///
     /// Ignored (`None`, nothing changes) if the node is unknown or the
     /// outcome is stale (see [Sequence numbers](Detector#sequence-numbers)).
-    pub fn ping_succeeded(&mut self, id: &str, seq: u64) -> Option<Transition> {
+    pub fn ping_succeeded(&mut self, id: &str, seq: u64, now: Instant) -> Option<Transition> {
+        let rule = self.rule.clone();
         let node = self.countable(id, seq)?;
         node.status.consecutive_failures = 0;
         node.status.answered = true;
         node.lost = None;
         match node.status.state {
-            NodeState::Live => None,
+            NodeState::Live => {
+                rule.answered(&mut node.history, now);
+                None
+            }
             NodeState::Lost => {
                 node.status.state = NodeState::Live;
+                // The gap is remembered too: a link that pauses now and
+                // then (latency spikes) should not be suspected at every
+                // pause.
+                rule.answered(&mut node.history, now);
                 Some(Transition::Recovered)
             }
         }
@@ -431,11 +455,13 @@ impl Detector {
     /// Ignored (`None`, nothing changes) if the node is unknown or the
     /// outcome is stale (see [Sequence numbers](Detector#sequence-numbers)).
     pub fn ping_failed(&mut self, id: &str, seq: u64, now: Instant) -> Option<Transition> {
-        let threshold = self.failures.get();
+        let rule = self.rule.clone();
         let node = self.countable(id, seq)?;
         node.status.consecutive_failures = node.status.consecutive_failures.saturating_add(1);
         match node.status.state {
-            NodeState::Live if node.status.consecutive_failures >= threshold => {
+            NodeState::Live
+                if rule.failed(&mut node.history, node.status.consecutive_failures, now) =>
+            {
                 node.status.state = NodeState::Lost;
                 node.lost = Some(LostNode {
                     since: now,
@@ -627,12 +653,16 @@ mod tests {
             .iter()
             .map(|step| match *step {
                 Step::Register(at, expected) => {
-                    assert_eq!(detector.registered("n1", addr(at)), expected, "{step:?}");
+                    assert_eq!(
+                        detector.registered("n1", addr(at), Instant::now()),
+                        expected,
+                        "{step:?}"
+                    );
                     None
                 }
                 Step::Pong => {
                     let seq = detector.start_ping("n1").expect("n1 is known").seq;
-                    detector.ping_succeeded("n1", seq)
+                    detector.ping_succeeded("n1", seq, Instant::now())
                 }
                 Step::Fail => {
                     let seq = detector.start_ping("n1").expect("n1 is known").seq;
@@ -710,7 +740,7 @@ mod tests {
     #[test]
     fn new_node_is_live_at_its_address() {
         let mut d = detector(3);
-        d.registered("n1", addr(A)).unwrap();
+        d.registered("n1", addr(A), Instant::now()).unwrap();
         assert_eq!(
             d.node("n1"),
             Some(&NodeStatus {
@@ -726,12 +756,15 @@ mod tests {
     #[test]
     fn a_live_id_at_another_address_is_refused_and_left_alone() {
         let mut d = detector(3);
-        d.registered("n1", addr(A)).unwrap();
+        d.registered("n1", addr(A), Instant::now()).unwrap();
         let seq = d.start_ping("n1").unwrap().seq;
-        assert_eq!(d.registered("n1", addr(B)), Err(Refusal::IdInUse));
+        assert_eq!(
+            d.registered("n1", addr(B), Instant::now()),
+            Err(Refusal::IdInUse)
+        );
         assert_eq!(d.node("n1").unwrap().addr, addr(A));
         assert_eq!(
-            d.ping_succeeded("n1", seq),
+            d.ping_succeeded("n1", seq, Instant::now()),
             None,
             "pings in flight still count"
         );
@@ -742,13 +775,16 @@ mod tests {
     #[test]
     fn a_lost_node_is_taken_over_at_its_new_address() {
         let mut d = detector(1);
-        d.registered("n1", addr(A)).unwrap();
+        d.registered("n1", addr(A), Instant::now()).unwrap();
         let seq = d.start_ping("n1").unwrap().seq;
         assert_eq!(
             d.ping_failed("n1", seq, Instant::now()),
             Some(Transition::Lost)
         );
-        assert_eq!(d.registered("n1", addr(B)), Ok(Registration::Recovered));
+        assert_eq!(
+            d.registered("n1", addr(B), Instant::now()),
+            Ok(Registration::Recovered)
+        );
         assert_eq!(d.start_ping("n1").unwrap().addr, addr(B));
         assert_eq!(d.node("n1").unwrap().state, NodeState::Live);
     }
@@ -756,13 +792,22 @@ mod tests {
     #[test]
     fn new_ids_beyond_the_limit_are_refused_known_ones_are_not() {
         let mut d = detector(1).max_nodes(2);
-        d.registered("n1", addr(A)).unwrap();
-        d.registered("n2", addr(B)).unwrap();
-        assert_eq!(d.registered("n3", addr(A)), Err(Refusal::NodeLimit));
+        d.registered("n1", addr(A), Instant::now()).unwrap();
+        d.registered("n2", addr(B), Instant::now()).unwrap();
+        assert_eq!(
+            d.registered("n3", addr(A), Instant::now()),
+            Err(Refusal::NodeLimit)
+        );
         assert_eq!(d.len(), 2);
-        assert_eq!(d.registered("n2", addr(B)), Ok(Registration::Rejoined));
+        assert_eq!(
+            d.registered("n2", addr(B), Instant::now()),
+            Ok(Registration::Rejoined)
+        );
         assert_eq!(d.left("n1"), Some(Transition::Left));
-        assert_eq!(d.registered("n3", addr(A)), Ok(Registration::Joined));
+        assert_eq!(
+            d.registered("n3", addr(A), Instant::now()),
+            Ok(Registration::Joined)
+        );
         assert_eq!(Refusal::NodeLimit.reason(), "node limit");
         assert_eq!(Refusal::IdInUse.reason(), "id in use");
     }
@@ -770,11 +815,11 @@ mod tests {
     #[test]
     fn a_late_pong_for_an_older_ping_does_not_count_after_a_newer_ping_failed() {
         let mut d = detector(2);
-        d.registered("n1", addr(A)).unwrap();
+        d.registered("n1", addr(A), Instant::now()).unwrap();
         let old = d.start_ping("n1").unwrap().seq;
         let new = d.start_ping("n1").unwrap().seq;
         assert_eq!(d.ping_failed("n1", new, Instant::now()), None);
-        assert_eq!(d.ping_succeeded("n1", old), None);
+        assert_eq!(d.ping_succeeded("n1", old, Instant::now()), None);
         assert_eq!(
             d.node("n1").unwrap().consecutive_failures,
             1,
@@ -790,24 +835,24 @@ mod tests {
     #[test]
     fn a_late_pong_does_not_recover_a_node_lost_by_newer_pings() {
         let mut d = detector(1);
-        d.registered("n1", addr(A)).unwrap();
+        d.registered("n1", addr(A), Instant::now()).unwrap();
         let old = d.start_ping("n1").unwrap().seq;
         let new = d.start_ping("n1").unwrap().seq;
         assert_eq!(
             d.ping_failed("n1", new, Instant::now()),
             Some(Transition::Lost)
         );
-        assert_eq!(d.ping_succeeded("n1", old), None);
+        assert_eq!(d.ping_succeeded("n1", old, Instant::now()), None);
         assert_eq!(d.node("n1").unwrap().state, NodeState::Lost);
     }
 
     #[test]
     fn a_late_timeout_for_an_older_ping_does_not_undo_a_newer_pong() {
         let mut d = detector(1);
-        d.registered("n1", addr(A)).unwrap();
+        d.registered("n1", addr(A), Instant::now()).unwrap();
         let old = d.start_ping("n1").unwrap().seq;
         let new = d.start_ping("n1").unwrap().seq;
-        assert_eq!(d.ping_succeeded("n1", new), None);
+        assert_eq!(d.ping_succeeded("n1", new, Instant::now()), None);
         assert_eq!(d.ping_failed("n1", old, Instant::now()), None);
         assert_eq!(d.node("n1").unwrap().state, NodeState::Live);
     }
@@ -817,7 +862,7 @@ mod tests {
         // ping timeout == interval: ping 1's timeout and ping 2's send race.
         // A frozen node must still be lost, so ping 1's failure counts.
         let mut d = detector(2);
-        d.registered("n1", addr(A)).unwrap();
+        d.registered("n1", addr(A), Instant::now()).unwrap();
         let first = d.start_ping("n1").unwrap().seq;
         let second = d.start_ping("n1").unwrap().seq;
         assert_eq!(d.ping_failed("n1", first, Instant::now()), None);
@@ -830,21 +875,24 @@ mod tests {
     #[test]
     fn each_outcome_counts_once() {
         let mut d = detector(2);
-        d.registered("n1", addr(A)).unwrap();
+        d.registered("n1", addr(A), Instant::now()).unwrap();
         let seq = d.start_ping("n1").unwrap().seq;
         assert_eq!(d.ping_failed("n1", seq, Instant::now()), None);
         assert_eq!(d.ping_failed("n1", seq, Instant::now()), None);
         assert_eq!(d.node("n1").unwrap().consecutive_failures, 1);
-        assert_eq!(d.ping_succeeded("n1", seq), None);
+        assert_eq!(d.ping_succeeded("n1", seq, Instant::now()), None);
         assert_eq!(d.node("n1").unwrap().consecutive_failures, 1);
     }
 
     #[test]
     fn outcomes_of_pings_to_the_old_address_are_ignored_after_registering_again() {
         let mut d = detector(1);
-        d.registered("n1", addr(A)).unwrap();
+        d.registered("n1", addr(A), Instant::now()).unwrap();
         let to_old_address = d.start_ping("n1").unwrap().seq;
-        assert_eq!(d.registered("n1", addr(A)), Ok(Registration::Rejoined));
+        assert_eq!(
+            d.registered("n1", addr(A), Instant::now()),
+            Ok(Registration::Rejoined)
+        );
         assert_eq!(d.ping_failed("n1", to_old_address, Instant::now()), None);
         assert_eq!(d.node("n1").unwrap().state, NodeState::Live);
 
@@ -855,16 +903,19 @@ mod tests {
             Some(Transition::Lost)
         );
         let stale = d.start_ping("n1").unwrap().seq;
-        assert_eq!(d.registered("n1", addr(B)), Ok(Registration::Recovered));
-        assert_eq!(d.ping_succeeded("n1", stale), None);
+        assert_eq!(
+            d.registered("n1", addr(B), Instant::now()),
+            Ok(Registration::Recovered)
+        );
+        assert_eq!(d.ping_succeeded("n1", stale, Instant::now()), None);
     }
 
     #[test]
     fn outcomes_of_pings_never_sent_or_to_unknown_nodes_are_ignored() {
         let mut d = detector(1);
         assert_eq!(d.ping_failed("ghost", 1, Instant::now()), None);
-        d.registered("n1", addr(A)).unwrap();
-        d.registered("n2", addr(B)).unwrap();
+        d.registered("n1", addr(A), Instant::now()).unwrap();
+        d.registered("n2", addr(B), Instant::now()).unwrap();
         let to_n2 = d.start_ping("n2").unwrap().seq;
         assert_eq!(
             d.ping_failed("n1", to_n2, Instant::now()),
@@ -883,11 +934,11 @@ mod tests {
     #[test]
     fn pings_in_flight_when_a_node_leaves_are_ignored() {
         let mut d = detector(1);
-        d.registered("n1", addr(A)).unwrap();
+        d.registered("n1", addr(A), Instant::now()).unwrap();
         let seq = d.start_ping("n1").unwrap().seq;
         assert_eq!(d.left("n1"), Some(Transition::Left));
         assert_eq!(d.ping_failed("n1", seq, Instant::now()), None);
-        d.registered("n1", addr(A)).unwrap();
+        d.registered("n1", addr(A), Instant::now()).unwrap();
         assert_eq!(
             d.ping_failed("n1", seq, Instant::now()),
             None,
@@ -900,13 +951,13 @@ mod tests {
         let mut d = detector(1);
         let now = Instant::now();
         assert_eq!(d.start_round(now), Round::default());
-        d.registered("n3", addr(B)).unwrap();
-        d.registered("n2", addr(B)).unwrap();
-        d.registered("n1", addr(A)).unwrap();
+        d.registered("n3", addr(B), Instant::now()).unwrap();
+        d.registered("n2", addr(B), Instant::now()).unwrap();
+        d.registered("n1", addr(A), Instant::now()).unwrap();
         let seq = d.start_ping("n3").unwrap().seq;
         assert_eq!(d.ping_failed("n3", seq, now), Some(Transition::Lost));
         let seq = d.start_ping("n2").unwrap().seq;
-        assert_eq!(d.ping_succeeded("n2", seq), None);
+        assert_eq!(d.ping_succeeded("n2", seq, Instant::now()), None);
 
         let round = d.start_round(now);
         let summary: Vec<_> = round
@@ -942,7 +993,7 @@ mod tests {
         /// instant, with `forget_after`.
         fn lost_n1(forget_after: Duration) -> Detector {
             let mut d = detector(1).interval(INTERVAL).forget_after(forget_after);
-            d.registered("n1", addr(A)).unwrap();
+            d.registered("n1", addr(A), Instant::now()).unwrap();
             let seq = d.start_ping("n1").unwrap().seq;
             assert_eq!(
                 d.ping_failed("n1", seq, Instant::now()),
@@ -1001,7 +1052,7 @@ mod tests {
                     waited += 1;
                     let round = d.start_round(Instant::now());
                     if let Some(ping) = round.pings.first() {
-                        break d.ping_succeeded(&ping.id, ping.seq);
+                        break d.ping_succeeded(&ping.id, ping.seq, Instant::now());
                     }
                 };
                 assert_eq!(recovered, Some(Transition::Recovered));
@@ -1037,14 +1088,20 @@ mod tests {
             }
             assert_eq!(forgotten_at, Some(forget_after));
             assert_eq!(d.node("n1"), None);
-            assert_eq!(d.registered("n1", addr(B)), Ok(Registration::Joined));
+            assert_eq!(
+                d.registered("n1", addr(B), Instant::now()),
+                Ok(Registration::Joined)
+            );
         }
 
         #[tokio::test(start_paused = true)]
         async fn a_node_that_comes_back_is_not_forgotten() {
             let mut d = lost_n1(Duration::from_secs(10));
             advance(Duration::from_secs(5)).await;
-            assert_eq!(d.registered("n1", addr(B)), Ok(Registration::Recovered));
+            assert_eq!(
+                d.registered("n1", addr(B), Instant::now()),
+                Ok(Registration::Recovered)
+            );
             advance(Duration::from_secs(60)).await;
             let round = d.start_round(Instant::now());
             assert!(round.forgotten.is_empty());
@@ -1054,23 +1111,29 @@ mod tests {
         #[tokio::test(start_paused = true)]
         async fn a_live_node_is_never_forgotten() {
             let mut d = detector(3).forget_after(Duration::from_secs(1));
-            d.registered("n1", addr(A)).unwrap();
+            d.registered("n1", addr(A), Instant::now()).unwrap();
             for _ in 0..10 {
                 advance(INTERVAL).await;
                 let round = d.start_round(Instant::now());
                 assert!(round.forgotten.is_empty());
                 let ping = &round.pings[0];
-                d.ping_succeeded(&ping.id, ping.seq);
+                d.ping_succeeded(&ping.id, ping.seq, Instant::now());
             }
         }
 
         #[tokio::test(start_paused = true)]
         async fn a_forgotten_node_frees_its_place() {
             let mut d = lost_n1(Duration::from_secs(5)).max_nodes(1);
-            assert_eq!(d.registered("n2", addr(B)), Err(Refusal::NodeLimit));
+            assert_eq!(
+                d.registered("n2", addr(B), Instant::now()),
+                Err(Refusal::NodeLimit)
+            );
             advance(Duration::from_secs(5)).await;
             assert_eq!(d.start_round(Instant::now()).forgotten, ["n1"]);
-            assert_eq!(d.registered("n2", addr(B)), Ok(Registration::Joined));
+            assert_eq!(
+                d.registered("n2", addr(B), Instant::now()),
+                Ok(Registration::Joined)
+            );
         }
     }
 
@@ -1078,8 +1141,8 @@ mod tests {
     fn nodes_lists_every_node_in_order_of_id() {
         let mut d = detector(3);
         assert!(d.is_empty());
-        d.registered("b", addr(B)).unwrap();
-        d.registered("a", addr(A)).unwrap();
+        d.registered("b", addr(B), Instant::now()).unwrap();
+        d.registered("a", addr(A), Instant::now()).unwrap();
         let ids: Vec<&str> = d.nodes().map(|(id, _)| id).collect();
         assert_eq!(ids, ["a", "b"]);
         assert_eq!(d.len(), 2);
@@ -1102,7 +1165,7 @@ mod tests {
                 outcomes in proptest::collection::vec((any::<bool>(), any::<prop::sample::Index>()), 0..60),
             ) {
                 let mut d = detector(failures);
-                d.registered("n1", addr(A)).unwrap();
+                d.registered("n1", addr(A), Instant::now()).unwrap();
                 let mut pending: Vec<u64> = Vec::new();
                 let mut last = Transition::Recovered;
                 for (success, pick) in outcomes {
@@ -1112,7 +1175,7 @@ mod tests {
                     let seq = pending.remove(pick.index(pending.len()));
                     let before = d.node("n1").unwrap().clone();
                     let transition = if success {
-                        d.ping_succeeded("n1", seq)
+                        d.ping_succeeded("n1", seq, Instant::now())
                     } else {
                         d.ping_failed("n1", seq, Instant::now())
                     };
@@ -1137,6 +1200,98 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    mod with_phi {
+        //! The detector's bookkeeping is the same whatever the rule: the
+        //! table, refusals, probes with backoff, forgetting, recovery,
+        //! here with phi accrual on the paused clock.
+
+        use tokio::time::advance;
+
+        use super::*;
+        use crate::rule::PhiAccrual;
+
+        const INTERVAL: Duration = Duration::from_secs(1);
+
+        #[tokio::test(start_paused = true)]
+        async fn phi_keeps_registration_limits_probes_and_forgetting() {
+            let mut d = Detector::with_rule(Rule::Phi(PhiAccrual::new(INTERVAL)))
+                .interval(INTERVAL)
+                .max_nodes(2)
+                .forget_after(Duration::from_secs(60));
+            let now = Instant::now;
+            assert_eq!(d.registered("n1", addr(A), now()), Ok(Registration::Joined));
+            assert_eq!(d.registered("n2", addr(B), now()), Ok(Registration::Joined));
+            assert_eq!(d.registered("n3", addr(A), now()), Err(Refusal::NodeLimit));
+            assert_eq!(d.registered("n1", addr(B), now()), Err(Refusal::IdInUse));
+
+            // n1 answers every round; n2 stops answering after 10 rounds.
+            let mut lost_at = None;
+            for round in 1..=20u32 {
+                advance(INTERVAL).await;
+                let pings = d.start_round(now()).pings;
+                for ping in pings {
+                    let transition = if ping.id == "n1" || round <= 10 {
+                        d.ping_succeeded(&ping.id, ping.seq, now())
+                    } else {
+                        d.ping_failed(&ping.id, ping.seq, now())
+                    };
+                    if transition == Some(Transition::Lost) {
+                        assert_eq!(ping.id, "n2");
+                        assert_eq!(lost_at, None, "lost once");
+                        lost_at = Some(round);
+                    }
+                }
+            }
+            // Silent from round 11 (last answer at round 10): lost at the
+            // fourth failed ping, as with 3 failures in a row, give or take
+            // one.
+            assert!(matches!(lost_at, Some(13..=14)), "{lost_at:?}");
+            assert_eq!(d.node("n1").unwrap().state, NodeState::Live);
+            // A lost node may be taken over at another address; a lost one
+            // is probed less often than every round.
+            let probes: usize = {
+                let mut probes = 0;
+                for _ in 0..20 {
+                    advance(INTERVAL).await;
+                    let pings = d.start_round(now()).pings;
+                    for ping in pings {
+                        if ping.id == "n2" {
+                            assert_eq!(ping.kind, PingKind::Probe);
+                            probes += 1;
+                            d.ping_failed(&ping.id, ping.seq, now());
+                        } else {
+                            d.ping_succeeded(&ping.id, ping.seq, now());
+                        }
+                    }
+                }
+                probes
+            };
+            assert!((3..=6).contains(&probes), "{probes} probes in 20 rounds");
+            // An answer brings it back, once.
+            let ping = d.start_ping("n2").unwrap();
+            assert_eq!(
+                d.ping_succeeded("n2", ping.seq, now()),
+                Some(Transition::Recovered)
+            );
+            // Lost again and never heard from: forgotten after forget_after.
+            let mut forgotten = false;
+            for _ in 0..80 {
+                advance(INTERVAL).await;
+                let round = d.start_round(now());
+                forgotten |= round.forgotten == ["n2"];
+                for ping in round.pings {
+                    if ping.id == "n2" {
+                        d.ping_failed(&ping.id, ping.seq, now());
+                    } else {
+                        d.ping_succeeded(&ping.id, ping.seq, now());
+                    }
+                }
+            }
+            assert!(forgotten && d.node("n2").is_none());
+            assert_eq!(d.registered("n3", addr(A), now()), Ok(Registration::Joined));
         }
     }
 

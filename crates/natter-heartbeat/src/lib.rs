@@ -15,11 +15,15 @@
 //! - [`detector`]: when a node (or the master) counts as lost, who may
 //!   register, when a lost node is probed and forgotten, as state machines
 //!   fed with outcomes and instants.
+//! - [`rule`]: when a node counts as lost: a fixed number of failed pings
+//!   in a row, or phi accrual.
 //! - [`event`]: what is reported on stdout, as JSON lines or sentences,
 //!   through bounded queues that never make the work wait.
 //! - [`Master`] (its registration endpoint, the membership table, the
 //!   pinger) and [`Node`]: the networking, on natter's server and client,
 //!   usable in-process; each reports through an [`EventStream`].
+//! - [`network`]: where the master and nodes listen and dial: real TCP,
+//!   or a simulated network in tests.
 //! - [`cli`]: the command line, and its conversion to the configurations.
 //! - [`run_master`], [`run_node`], [`run_demo`]: the `heartbeat` binary's
 //!   three roles, printing events through an
@@ -36,10 +40,12 @@ pub mod event;
 mod logs;
 mod master;
 mod membership;
+pub mod network;
 mod node;
 mod pinger;
 pub mod protocol;
 mod queue;
+pub mod rule;
 
 use std::time::Duration;
 
@@ -47,7 +53,7 @@ use cli::{MasterArgs, NodeArgs};
 use event::{EventSink, Format};
 
 pub use event::EventStream;
-pub use master::{Master, MasterConfig};
+pub use master::{DetectorChoice, Master, MasterConfig};
 pub use node::{Departure, Node, NodeConfig};
 
 /// The socket address of a TCP address: every heartbeat endpoint is TCP.

@@ -24,8 +24,10 @@ use crate::detector::{DEFAULT_FORGET_AFTER, DEFAULT_MAX_NODES, Detector};
 use crate::event::{DEFAULT_EVENT_CAPACITY, EventStream, MasterEvent, event_stream};
 use crate::logs;
 use crate::membership::Membership;
+use crate::network::{Network, Tcp};
 use crate::pinger::{self, NodeLink};
 use crate::protocol::{self, RegistrationReply, RegistrationRequest, reachable_heartbeat_addr};
+use crate::rule::{PhiAccrual, Rule};
 
 /// A registration connection that completes no frame for this long is
 /// closed. A node sends its request as soon as it connects, so only a
@@ -35,15 +37,46 @@ const REGISTRATION_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for registrations being answered.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Which rule a [`Master`] uses to decide that a node is lost (see
+/// [`crate::rule`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DetectorChoice {
+    /// [`MasterConfig::failures`] failed pings in a row.
+    Fixed,
+    /// Phi accrual ([`PhiAccrual`] with its defaults for the interval),
+    /// lost above this threshold (`--phi-threshold`, default 8.0).
+    Phi {
+        /// The suspicion level above which a node is lost.
+        threshold: f64,
+    },
+}
+
+impl MasterConfig {
+    /// The [`Rule`] this configuration asks for.
+    pub fn rule(&self) -> Rule {
+        match self.detector {
+            DetectorChoice::Fixed => Rule::fixed(self.failures),
+            DetectorChoice::Phi { threshold } => {
+                Rule::Phi(PhiAccrual::new(self.interval).threshold(threshold))
+            }
+        }
+    }
+}
+
 /// How a [`Master`] runs: the `heartbeat master` flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MasterConfig {
     /// Where registrations are accepted; port 0 picks a free one.
     pub listen: SocketAddr,
     /// How often every node is pinged.
     pub interval: Duration,
-    /// Consecutive failed pings after which a node is lost.
+    /// Consecutive failed pings after which a node is lost, with the
+    /// fixed rule (`--failures`).
     pub failures: NonZeroU32,
+    /// How the master decides that a node is lost (`--detector`): the
+    /// fixed rule of [`failures`](Self::failures) in a row (the default),
+    /// or phi accrual.
+    pub detector: DetectorChoice,
     /// How long each ping may take, connecting included.
     pub ping_timeout: Duration,
     /// If set, only registrations carrying this token are accepted.
@@ -79,6 +112,7 @@ impl MasterConfig {
             listen,
             interval: Duration::from_secs(1),
             failures: NonZeroU32::new(3).expect("3 is not zero"),
+            detector: DetectorChoice::Fixed,
             ping_timeout: Duration::from_secs(1),
             token: None,
             max_nodes: DEFAULT_MAX_NODES,
@@ -120,6 +154,16 @@ impl Master {
     /// [`Error::InvalidConfig`] for a zero interval, ping timeout, forget
     /// time, event capacity or stats interval.
     pub async fn start(config: MasterConfig) -> Result<(Master, EventStream<MasterEvent>), Error> {
+        Master::start_on(config, Tcp).await
+    }
+
+    /// [`start`](Self::start) on another [`Network`]: listens for
+    /// registrations and dials the nodes through `network` (a simulated
+    /// one, in tests).
+    pub async fn start_on<N: Network>(
+        config: MasterConfig,
+        network: N,
+    ) -> Result<(Master, EventStream<MasterEvent>), Error> {
         if config.interval.is_zero()
             || config.ping_timeout.is_zero()
             || config.forget_after.is_zero()
@@ -135,20 +179,20 @@ impl Master {
             .codec(protocol::codec())
             .idle_timeout(REGISTRATION_IDLE_TIMEOUT)
             .drain_timeout(DRAIN_TIMEOUT)
-            .bind(config.listen)
-            .await?;
+            .listener(network.listen(config.listen).await?)?;
         let local_addr = crate::tcp_addr(&server.local_addr());
         let handle = server.handle();
         let connection_errors = logs::log_connection_errors(server.events(), "registration port");
         let (sender, receiver) = event_stream(config.event_capacity);
         sender.send(MasterEvent::Listening { addr: local_addr });
-        let detector = Detector::new(config.failures)
+        let rule = config.rule();
+        let detector = Detector::with_rule(rule.clone())
             .max_nodes(config.max_nodes)
             .interval(config.interval)
             .forget_after(config.forget_after);
         let membership = Arc::new(Membership::new(
             detector,
-            NodeLink::connector(config.ping_timeout),
+            NodeLink::connector(network, config.interval, config.ping_timeout),
             sender,
             config.stats_interval.is_some(),
         ));
@@ -175,7 +219,7 @@ impl Master {
         tracing::info!(
             addr = %local_addr,
             interval = ?config.interval,
-            failures = config.failures,
+            %rule,
             ping_timeout = ?config.ping_timeout,
             max_nodes = config.max_nodes,
             forget_after = ?config.forget_after,

@@ -123,7 +123,7 @@ impl Membership {
         peer: SocketAddr,
     ) -> Result<(), Refusal> {
         let mut state = self.state();
-        match state.detector.registered(&id, addr) {
+        match state.detector.registered(&id, addr, Instant::now()) {
             Ok(registration) => {
                 // Its next ping dials the new address (or the same address
                 // anew: the node may have restarted there).
@@ -245,7 +245,7 @@ impl Membership {
         if let Some(stats) = &mut state.stats {
             stats.rtts.push(rtt);
         }
-        if let Some(transition) = state.detector.ping_succeeded(id, seq) {
+        if let Some(transition) = state.detector.ping_succeeded(id, seq, Instant::now()) {
             let event = MasterEvent::transition(id.to_owned(), transition);
             if state.logs.allow(Change::Recovered, Instant::now()) {
                 tracing::info!("{event}");
@@ -263,10 +263,10 @@ impl Membership {
             stats.failed += 1;
         }
         if let Some(transition) = state.detector.ping_failed(id, seq, now) {
-            let failures = state.detector.failures();
             let event = MasterEvent::transition(id.to_owned(), transition);
             if state.logs.allow(Change::Lost, now) {
-                tracing::warn!(failures, "{event}");
+                let rule = state.detector.rule();
+                tracing::warn!(%rule, "{event}");
             }
             self.events.send(event);
         }

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use natter::transport::Dial;
 use natter::{BoxError, Client, Conn, Frame, Server};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -29,6 +30,7 @@ use crate::Error;
 use crate::detector::MasterWatchdog;
 use crate::event::{DEFAULT_EVENT_CAPACITY, EventSender, EventStream, NodeEvent, event_stream};
 use crate::logs;
+use crate::network::{Network, Tcp};
 use crate::protocol::{self, Ping, RegistrationReply, RegistrationRequest};
 
 /// Where a node's heartbeat listener binds unless told otherwise: a free
@@ -147,6 +149,15 @@ impl Node {
     /// [`Error::InvalidConfig`] for a zero master timeout or event
     /// capacity.
     pub async fn start(config: NodeConfig) -> Result<(Node, EventStream<NodeEvent>), Error> {
+        Node::start_on(config, Tcp).await
+    }
+
+    /// [`start`](Self::start) on another [`Network`]: listens for pings and
+    /// dials the master through `network` (a simulated one, in tests).
+    pub async fn start_on<N: Network>(
+        config: NodeConfig,
+        network: N,
+    ) -> Result<(Node, EventStream<NodeEvent>), Error> {
         if config.master_timeout.is_zero() || config.event_capacity == 0 {
             return Err(Error::InvalidConfig(
                 "the master timeout and the event capacity must be more than zero",
@@ -159,8 +170,7 @@ impl Node {
             .idle_timeout(config.master_timeout)
             .max_connections(MAX_CONNECTIONS)
             .drain_timeout(DRAIN_TIMEOUT)
-            .bind(config.listen)
-            .await?;
+            .listener(network.listen(config.listen).await?)?;
         let local_addr = crate::tcp_addr(&server.local_addr());
         let handle = server.handle();
         let (sender, receiver) = event_stream(config.event_capacity);
@@ -183,10 +193,11 @@ impl Node {
                     heartbeat_addr: local_addr,
                     token: config.token.clone(),
                 };
-                let attempt = || register(&config.master, &request);
+                let master = network.dialer(&config.master);
+                let attempt = || register(master.clone(), &request);
                 let outcome = tokio::select! {
                     rejected = live(attempt, &config, heard, &sender) => Err(rejected),
-                    Ok(()) = told_to_leave => Ok(Some(tell_master_we_leave(&config).await)),
+                    Ok(()) = told_to_leave => Ok(Some(tell_master_we_leave(&config, master.clone()).await)),
                 };
                 handle.shutdown().await;
                 outcome
@@ -373,7 +384,7 @@ where
 
 /// One registration attempt: connect, send `request`, read the reply.
 async fn register(
-    master: &str,
+    master: impl Dial,
     request: &RegistrationRequest,
 ) -> Result<RegistrationReply, BoxError> {
     let client = Client::builder()
@@ -389,7 +400,7 @@ async fn register(
 /// Tells the master this node leaves, within [`LEAVE_TIMEOUT`]. Sent even
 /// if the node never saw its registration accepted (the answer may have
 /// been on its way); a master that does not know the node ignores it.
-async fn tell_master_we_leave(config: &NodeConfig) -> Departure {
+async fn tell_master_we_leave(config: &NodeConfig, master: impl Dial) -> Departure {
     let leave = RegistrationRequest::Leave {
         id: config.id.clone(),
         token: config.token.clone(),
@@ -398,7 +409,7 @@ async fn tell_master_we_leave(config: &NodeConfig) -> Departure {
         let client = Client::builder()
             .codec(protocol::codec())
             .connect_timeout(LEAVE_TIMEOUT)
-            .connect(&config.master)
+            .connect(master)
             .await?;
         client.send_json(&leave).await?;
         // Returns once the frame is written and the master has closed too.

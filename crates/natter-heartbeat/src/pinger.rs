@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use natter::transport::Dial;
 use natter::{Client, ClientService, Frame};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -47,6 +48,7 @@ use tower::{Service, ServiceExt};
 
 use crate::detector::{PingKind, PingTarget};
 use crate::membership::{Connector, Membership, PingService};
+use crate::network::Network;
 use crate::protocol::{self, Ping, Pong};
 
 /// Probes (pings to nodes that have not answered yet, or are lost) in
@@ -279,10 +281,19 @@ async fn ping(
 /// discarded when it comes and the next pong goes to the next ping. Any
 /// other failure (closed, refused, an answer that is not a pong) drops the
 /// connection and the next ping dials afresh.
+///
+/// A connection that brings no pong, late or not, for `idle_timeout` (two
+/// intervals and a ping timeout: two pings in a row unanswered) is closed,
+/// and the next ping dials afresh. A connection can die without a word: a
+/// lost segment that is never retransmitted, state dropped by a middlebox.
+/// Kept open, it would swallow every later ping and keep a reachable node
+/// lost until TCP gave up on it (some 15 minutes); the simulation found
+/// this (natter-heartbeat's `tests/simulation.rs`, seed 0).
 #[derive(Clone)]
-pub(crate) struct NodeLink {
-    addr: SocketAddr,
+pub(crate) struct NodeLink<D> {
+    dialer: D,
     connect_timeout: Duration,
+    idle_timeout: Duration,
     connection: Arc<tokio::sync::Mutex<Connection>>,
 }
 
@@ -295,21 +306,34 @@ struct Connection {
     service: Option<ClientService>,
 }
 
-impl NodeLink {
-    /// A link to the node listening at `addr`; nothing is dialled until
-    /// the first ping. Dialling gives up after `connect_timeout` (the ping
-    /// timeout bounds the whole ping anyway).
-    pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration) -> Self {
+impl<D: Dial + Clone> NodeLink<D> {
+    /// A link to the node `dialer` reaches, pinged every `interval`, each
+    /// ping allowed `ping_timeout`; nothing is dialled until the first
+    /// ping. Dialling gives up after the ping timeout (which bounds the
+    /// whole ping anyway).
+    pub(crate) fn new(dialer: D, interval: Duration, ping_timeout: Duration) -> Self {
         NodeLink {
-            addr,
-            connect_timeout,
+            dialer,
+            connect_timeout: ping_timeout,
+            idle_timeout: interval * 2 + ping_timeout,
             connection: Arc::default(),
         }
     }
 
-    /// A connector that makes a [`NodeLink`] for each address.
-    pub(crate) fn connector(connect_timeout: Duration) -> Connector {
-        Arc::new(move |addr| PingService::new(NodeLink::new(addr, connect_timeout)))
+    /// A connector that makes a [`NodeLink`] for each address, dialled
+    /// on `network`.
+    pub(crate) fn connector<N: Network<Dialer = D>>(
+        network: N,
+        interval: Duration,
+        ping_timeout: Duration,
+    ) -> Connector {
+        Arc::new(move |addr: SocketAddr| {
+            PingService::new(NodeLink::new(
+                network.dialer(&addr.to_string()),
+                interval,
+                ping_timeout,
+            ))
+        })
     }
 
     async fn exchange(self, ping: Ping) -> Result<Pong, natter::Error> {
@@ -354,12 +378,13 @@ impl NodeLink {
         let service = Client::builder()
             .codec(protocol::codec())
             .connect_timeout(self.connect_timeout)
+            .idle_timeout(self.idle_timeout)
             // Nobody reads the connection's event stream (its events are
             // logged anyway), and a ring of the default 1024 events is
             // some 100 KiB per node, most of the master's memory at 1,000
             // nodes.
             .event_capacity(1)
-            .connect_service(self.addr)
+            .connect_service(self.dialer.clone())
             .await?;
         connection.generation += 1;
         connection.service = Some(service.clone());
@@ -377,7 +402,7 @@ impl NodeLink {
     }
 }
 
-impl Service<Ping> for NodeLink {
+impl<D: Dial + Clone> Service<Ping> for NodeLink<D> {
     type Response = Pong;
     type Error = natter::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Pong, natter::Error>> + Send>>;

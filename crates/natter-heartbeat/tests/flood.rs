@@ -9,48 +9,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use support::{Heartbeat, bounded, flood, flood_and_reset, lost_bound};
+use support::{
+    Heartbeat, bounded, event_is, flood, flood_and_reset, join, lost_in_time, start_master,
+};
 
-const INTERVAL_MS: u64 = 200;
-const FAILURES: u32 = 3;
-/// The ping timeout: by default, the interval.
-const PING_TIMEOUT_MS: u64 = INTERVAL_MS;
 /// Nodes lose the master after this much silence: long enough for a
 /// healthy node pinged every 200 ms, short enough to notice a stall.
 const MASTER_TIMEOUT_MS: &str = "2000";
-
-const SECOND: Duration = Duration::from_secs(1);
-
-fn lost_in_time() -> Duration {
-    lost_bound(FAILURES, INTERVAL_MS, PING_TIMEOUT_MS)
-}
-
-/// A master pinging every 200 ms, lost after 3 failures.
-fn start_master(extra: &[&str]) -> (Heartbeat, String) {
-    let mut args = vec!["--interval-ms", "200", "--failures", "3"];
-    args.extend_from_slice(extra);
-    Heartbeat::master(&args)
-}
-
-/// Starts node `id` and waits until both sides report the registration.
-fn join(master: &mut Heartbeat, master_addr: &str, id: &str) -> (Heartbeat, String) {
-    let (mut node, addr) =
-        Heartbeat::node(id, master_addr, &["--master-timeout-ms", MASTER_TIMEOUT_MS]);
-    node.expect_event(
-        5 * SECOND,
-        json!({"event": "registered", "master": master_addr}),
-    );
-    master.expect_event(
-        5 * SECOND,
-        json!({"event": "node_joined", "node": id, "addr": addr}),
-    );
-    (node, addr)
-}
-
-fn event_is(event: &Value, kind: &str, node: &str) -> bool {
-    event["event"] == kind && event["node"] == node
-}
 
 /// How long the flood test watches the master.
 const FLOOD_WINDOW: Duration = Duration::from_secs(15);
@@ -67,7 +32,7 @@ fn a_flood_of_fake_nodes_neither_loses_live_nodes_nor_floods_stderr() {
         let (mut master, addr) = start_master(&[]);
         let mut nodes: Vec<(Heartbeat, &str)> = ["n1", "n2", "n3"]
             .into_iter()
-            .map(|id| (join(&mut master, &addr, id).0, id))
+            .map(|id| (join(&mut master, &addr, id, MASTER_TIMEOUT_MS, &[]).0, id))
             .collect();
 
         let stderr_before = master.stderr().len();

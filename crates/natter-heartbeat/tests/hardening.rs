@@ -13,51 +13,14 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Heartbeat, bounded, free_addr, lost_bound, register};
+use support::{
+    Heartbeat, PING_TIMEOUT_MS, SECOND, bounded, event_is, free_addr, interval, join, lost_in_time,
+    register, start_master,
+};
 
-const INTERVAL_MS: u64 = 200;
-const FAILURES: u32 = 3;
-/// The ping timeout: by default, the interval.
-const PING_TIMEOUT_MS: u64 = INTERVAL_MS;
 /// Nodes lose the master after this much silence: long enough for a
 /// healthy node pinged every 200 ms, short enough to notice a stall.
 const MASTER_TIMEOUT_MS: &str = "2000";
-
-const SECOND: Duration = Duration::from_secs(1);
-
-fn interval() -> Duration {
-    Duration::from_millis(INTERVAL_MS)
-}
-
-fn lost_in_time() -> Duration {
-    lost_bound(FAILURES, INTERVAL_MS, PING_TIMEOUT_MS)
-}
-
-/// A master pinging every 200 ms, lost after 3 failures.
-fn start_master(extra: &[&str]) -> (Heartbeat, String) {
-    let mut args = vec!["--interval-ms", "200", "--failures", "3"];
-    args.extend_from_slice(extra);
-    Heartbeat::master(&args)
-}
-
-/// Starts node `id` and waits until both sides report the registration.
-fn join(master: &mut Heartbeat, master_addr: &str, id: &str) -> (Heartbeat, String) {
-    let (mut node, addr) =
-        Heartbeat::node(id, master_addr, &["--master-timeout-ms", MASTER_TIMEOUT_MS]);
-    node.expect_event(
-        5 * SECOND,
-        json!({"event": "registered", "master": master_addr}),
-    );
-    master.expect_event(
-        5 * SECOND,
-        json!({"event": "node_joined", "node": id, "addr": addr}),
-    );
-    (node, addr)
-}
-
-fn event_is(event: &Value, kind: &str, node: &str) -> bool {
-    event["event"] == kind && event["node"] == node
-}
 
 fn rejected(event: &Value) -> bool {
     event["event"] == "registration_rejected"
@@ -67,8 +30,8 @@ fn rejected(event: &Value) -> bool {
 fn a_new_node_beyond_the_limit_is_rejected_and_joins_once_a_place_frees_up() {
     bounded(Duration::from_secs(60), || {
         let (mut master, addr) = start_master(&["--max-nodes", "2"]);
-        let (mut n1, _) = join(&mut master, &addr, "n1");
-        let _n2 = join(&mut master, &addr, "n2");
+        let (mut n1, _) = join(&mut master, &addr, "n1", MASTER_TIMEOUT_MS, &[]);
+        let _n2 = join(&mut master, &addr, "n2", MASTER_TIMEOUT_MS, &[]);
 
         let (mut n3, n3_addr) =
             Heartbeat::node("n3", &addr, &["--master-timeout-ms", MASTER_TIMEOUT_MS]);
@@ -100,7 +63,7 @@ fn a_new_node_beyond_the_limit_is_rejected_and_joins_once_a_place_frees_up() {
 fn an_id_live_elsewhere_is_rejected_until_the_live_node_is_lost() {
     bounded(Duration::from_secs(60), || {
         let (mut master, addr) = start_master(&[]);
-        let (first, _) = join(&mut master, &addr, "n1");
+        let (first, _) = join(&mut master, &addr, "n1", MASTER_TIMEOUT_MS, &[]);
 
         // A second process with the same id, on another port.
         let (mut second, _) =
@@ -141,7 +104,7 @@ fn a_node_lost_long_enough_is_forgotten_and_may_join_again() {
     bounded(Duration::from_secs(60), || {
         let forget_after = Duration::from_millis(1500);
         let (mut master, addr) = start_master(&["--forget-after-ms", "1500"]);
-        let (n1, _) = join(&mut master, &addr, "n1");
+        let (n1, _) = join(&mut master, &addr, "n1", MASTER_TIMEOUT_MS, &[]);
         n1.signal("KILL");
         master.expect_event(lost_in_time(), json!({"event": "node_lost", "node": "n1"}));
         let lost = Instant::now();
@@ -157,7 +120,7 @@ fn a_node_lost_long_enough_is_forgotten_and_may_join_again() {
         );
         // Gone for good: nothing more about it, and the id is free.
         master.expect_none(interval() * 5, "n1", |event| event["node"] == "n1");
-        join(&mut master, &addr, "n1");
+        join(&mut master, &addr, "n1", MASTER_TIMEOUT_MS, &[]);
     });
 }
 

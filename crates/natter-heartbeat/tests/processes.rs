@@ -8,51 +8,14 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Heartbeat, Peer, free_addr, lost_bound};
+use support::{
+    FAILURES, Heartbeat, INTERVAL_MS, PING_TIMEOUT_MS, Peer, SECOND, free_addr, interval, join,
+    lost_bound, start_master,
+};
 
-const INTERVAL_MS: u64 = 200;
-const FAILURES: u32 = 3;
-/// The ping timeout: by default, the interval.
-const PING_TIMEOUT_MS: u64 = INTERVAL_MS;
 /// Long enough that a healthy node, pinged every 200 ms, never loses the
 /// master; short enough to see it lost within a test.
 const MASTER_TIMEOUT_MS: &str = "1000";
-
-const SECOND: Duration = Duration::from_secs(1);
-
-fn interval() -> Duration {
-    Duration::from_millis(INTERVAL_MS)
-}
-
-/// A master pinging every 200 ms, lost after 3 failures.
-fn start_master(extra: &[&str]) -> (Heartbeat, String) {
-    let mut args = vec!["--interval-ms", "200", "--failures", "3"];
-    args.extend_from_slice(extra);
-    Heartbeat::master(&args)
-}
-
-/// Starts node `id` for the master at `master_addr` and waits until both
-/// sides report the registration. Returns the node with its heartbeat
-/// address.
-fn join(
-    master: &mut Heartbeat,
-    master_addr: &str,
-    id: &str,
-    extra: &[&str],
-) -> (Heartbeat, String) {
-    let mut args = vec!["--master-timeout-ms", MASTER_TIMEOUT_MS];
-    args.extend_from_slice(extra);
-    let (mut node, addr) = Heartbeat::node(id, master_addr, &args);
-    node.expect_event(
-        5 * SECOND,
-        json!({"event": "registered", "master": master_addr}),
-    );
-    master.expect_event(
-        5 * SECOND,
-        json!({"event": "node_joined", "node": id, "addr": addr}),
-    );
-    (node, addr)
-}
 
 fn lost(id: &str) -> Value {
     json!({"event": "node_lost", "node": id})
@@ -67,7 +30,7 @@ fn three_nodes_join_and_stay_live() {
     let (mut master, addr) = start_master(&[]);
     let mut nodes: Vec<Heartbeat> = ["n1", "n2", "n3"]
         .into_iter()
-        .map(|id| join(&mut master, &addr, id, &[]).0)
+        .map(|id| join(&mut master, &addr, id, MASTER_TIMEOUT_MS, &[]).0)
         .collect();
     // Longer than the nodes' master timeout: they are pinged, so neither
     // side reports anything.
@@ -81,9 +44,9 @@ fn three_nodes_join_and_stay_live() {
 #[test]
 fn a_killed_node_is_lost_in_time_and_the_others_are_not() {
     let (mut master, addr) = start_master(&[]);
-    let _n1 = join(&mut master, &addr, "n1", &[]);
-    let (n2, _) = join(&mut master, &addr, "n2", &[]);
-    let _n3 = join(&mut master, &addr, "n3", &[]);
+    let _n1 = join(&mut master, &addr, "n1", MASTER_TIMEOUT_MS, &[]);
+    let (n2, _) = join(&mut master, &addr, "n2", MASTER_TIMEOUT_MS, &[]);
+    let _n3 = join(&mut master, &addr, "n3", MASTER_TIMEOUT_MS, &[]);
     master.expect_silence(interval() * 2);
 
     n2.signal("KILL");
@@ -105,8 +68,8 @@ fn a_killed_node_is_lost_in_time_and_the_others_are_not() {
 #[test]
 fn a_frozen_node_is_lost_then_recovered() {
     let (mut master, addr) = start_master(&[]);
-    let (n1, _) = join(&mut master, &addr, "n1", &[]);
-    let _n2 = join(&mut master, &addr, "n2", &[]);
+    let (n1, _) = join(&mut master, &addr, "n1", MASTER_TIMEOUT_MS, &[]);
+    let _n2 = join(&mut master, &addr, "n2", MASTER_TIMEOUT_MS, &[]);
 
     n1.signal("STOP");
     let stopped = Instant::now();
@@ -129,8 +92,8 @@ fn a_frozen_node_is_lost_then_recovered() {
 #[test]
 fn a_terminated_node_leaves_and_is_never_lost() {
     let (mut master, addr) = start_master(&[]);
-    let (mut n1, _) = join(&mut master, &addr, "n1", &[]);
-    let (mut n2, _) = join(&mut master, &addr, "n2", &[]);
+    let (mut n1, _) = join(&mut master, &addr, "n1", MASTER_TIMEOUT_MS, &[]);
+    let (mut n2, _) = join(&mut master, &addr, "n2", MASTER_TIMEOUT_MS, &[]);
 
     for (node, signal) in [(&mut n1, "TERM"), (&mut n2, "INT")] {
         node.signal(signal);
@@ -151,12 +114,18 @@ fn a_terminated_node_leaves_and_is_never_lost() {
 #[test]
 fn a_node_restarted_on_the_same_address_joins_again() {
     let (mut master, addr) = start_master(&[]);
-    let (old, n1_addr) = join(&mut master, &addr, "n1", &[]);
+    let (old, n1_addr) = join(&mut master, &addr, "n1", MASTER_TIMEOUT_MS, &[]);
     old.signal("KILL");
     drop(old);
     // The same id from a new process on the same port, before the old one
     // is lost: accepted as the same node, node_joined again.
-    let (_new, new_addr) = join(&mut master, &addr, "n1", &["--listen", &n1_addr]);
+    let (_new, new_addr) = join(
+        &mut master,
+        &addr,
+        "n1",
+        MASTER_TIMEOUT_MS,
+        &["--listen", &n1_addr],
+    );
     assert_eq!(new_addr, n1_addr);
     let bound = lost_bound(FAILURES, INTERVAL_MS, PING_TIMEOUT_MS);
     master.expect_silence(bound);
@@ -165,7 +134,7 @@ fn a_node_restarted_on_the_same_address_joins_again() {
 #[test]
 fn a_lost_node_registering_again_is_recovered() {
     let (mut master, addr) = start_master(&[]);
-    let (old, _) = join(&mut master, &addr, "n1", &[]);
+    let (old, _) = join(&mut master, &addr, "n1", MASTER_TIMEOUT_MS, &[]);
     old.signal("KILL");
     master.expect_event(
         lost_bound(FAILURES, INTERVAL_MS, PING_TIMEOUT_MS),
@@ -205,8 +174,8 @@ fn nodes_started_before_the_master_join_it() {
 #[test]
 fn a_killed_master_is_lost_and_a_restarted_one_gets_the_nodes_back() {
     let (mut master, addr) = start_master(&[]);
-    let (mut n1, n1_addr) = join(&mut master, &addr, "n1", &[]);
-    let (mut n2, n2_addr) = join(&mut master, &addr, "n2", &[]);
+    let (mut n1, n1_addr) = join(&mut master, &addr, "n1", MASTER_TIMEOUT_MS, &[]);
+    let (mut n2, n2_addr) = join(&mut master, &addr, "n2", MASTER_TIMEOUT_MS, &[]);
 
     master.signal("KILL");
     let killed = Instant::now();
@@ -266,13 +235,19 @@ fn a_wrong_or_missing_token_is_rejected_and_the_node_exits_1() {
         assert_eq!(event.as_object().unwrap().len(), 3, "{event}");
     }
     // The right token is accepted.
-    join(&mut master, &addr, "right", &["--token", "s3cret"]);
+    join(
+        &mut master,
+        &addr,
+        "right",
+        MASTER_TIMEOUT_MS,
+        &["--token", "s3cret"],
+    );
 }
 
 #[test]
 fn bad_input_on_either_port_closes_that_connection_only() {
     let (mut master, master_addr) = start_master(&[]);
-    let (mut n1, n1_addr) = join(&mut master, &master_addr, "n1", &[]);
+    let (mut n1, n1_addr) = join(&mut master, &master_addr, "n1", MASTER_TIMEOUT_MS, &[]);
 
     let oversized = vec![b'x'; 64 * 1024];
     let start = Instant::now();
@@ -314,7 +289,7 @@ fn bad_input_on_either_port_closes_that_connection_only() {
     silent_master.expect_closed_by(start + Duration::from_secs(5) + 2 * SECOND);
 
     // Both keep working.
-    let _n2 = join(&mut master, &master_addr, "n2", &[]);
+    let _n2 = join(&mut master, &master_addr, "n2", MASTER_TIMEOUT_MS, &[]);
     master.expect_none(interval() * 5, "node_lost", is_lost);
     n1.expect_silence(Duration::ZERO);
 }
@@ -334,7 +309,7 @@ fn ping_stats_come_only_when_asked_for() {
     // Without the flag there are none: see three_nodes_join_and_stay_live,
     // whose master stays silent.
     let (mut master, addr) = start_master(&["--stats-interval-ms", "300"]);
-    let _n1 = join(&mut master, &addr, "n1", &[]);
+    let _n1 = join(&mut master, &addr, "n1", MASTER_TIMEOUT_MS, &[]);
     let stats = master.expect(5 * SECOND, "ping_stats with answered pings", |event| {
         event["event"] == "ping_stats" && event["answered"].as_u64() > Some(0)
     });
@@ -375,4 +350,56 @@ fn the_demo_narrates_a_lost_node_and_exits_0() {
     assert!(story.contains(r#"master: node "n3" lost"#), "{story}");
     assert!(!story.contains(r#"node "n1" lost"#), "{story}");
     assert!(!story.contains('{'), "sentences, not JSON: {story}");
+}
+
+/// `--detector phi`: a killed or frozen node is lost within `10 *
+/// interval + ping-timeout + 1 s`, and healthy loopback nodes never are.
+fn phi_bound() -> Duration {
+    interval() * 10 + Duration::from_millis(PING_TIMEOUT_MS) + SECOND
+}
+
+#[test]
+fn with_phi_a_killed_node_is_lost_in_time_and_healthy_ones_never() {
+    let (mut master, addr) = start_master(&["--detector", "phi"]);
+    let _n1 = join(&mut master, &addr, "n1", MASTER_TIMEOUT_MS, &[]);
+    let (n2, _) = join(&mut master, &addr, "n2", MASTER_TIMEOUT_MS, &[]);
+    let _n3 = join(&mut master, &addr, "n3", MASTER_TIMEOUT_MS, &[]);
+    // Fifteen intervals of healthy pings: nothing to report.
+    master.expect_silence(interval() * 15);
+
+    n2.signal("KILL");
+    let killed = Instant::now();
+    let bound = phi_bound();
+    master.expect(bound, "node_lost n2", |event| {
+        assert!(!is_lost(event) || *event == lost("n2"), "{event}");
+        *event == lost("n2")
+    });
+    eprintln!(
+        "phi: n2 lost {:?} after SIGKILL (bound {bound:?})",
+        killed.elapsed()
+    );
+    master.expect_none(interval() * 10, "event after node_lost", |_| true);
+}
+
+#[test]
+fn with_phi_a_frozen_node_is_lost_in_time_then_recovered() {
+    let (mut master, addr) = start_master(&["--detector", "phi", "--phi-threshold", "8.0"]);
+    let (n1, _) = join(&mut master, &addr, "n1", MASTER_TIMEOUT_MS, &[]);
+    let _n2 = join(&mut master, &addr, "n2", MASTER_TIMEOUT_MS, &[]);
+    master.expect_silence(interval() * 10);
+
+    n1.signal("STOP");
+    let stopped = Instant::now();
+    let bound = phi_bound();
+    master.expect_event(bound, lost("n1"));
+    eprintln!(
+        "phi: n1 lost {:?} after SIGSTOP (bound {bound:?})",
+        stopped.elapsed()
+    );
+    n1.signal("CONT");
+    master.expect_event(
+        interval() * 10 + 2 * SECOND,
+        json!({"event": "node_recovered", "node": "n1"}),
+    );
+    master.expect_none(interval() * 6, "event after node_recovered", |_| true);
 }

@@ -7,18 +7,12 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use support::{Heartbeat, bounded, flood, free_addr};
+use serde_json::json;
+use support::{Heartbeat, SECOND, bounded, event_is, flood, free_addr};
 
 /// Nodes lose the master after this much silence: long enough for a
 /// healthy node pinged every 200 ms, short enough to notice a stall.
 const MASTER_TIMEOUT_MS: &str = "2000";
-
-const SECOND: Duration = Duration::from_secs(1);
-
-fn event_is(event: &Value, kind: &str, node: &str) -> bool {
-    event["event"] == kind && event["node"] == node
-}
 
 #[test]
 fn a_master_whose_output_nobody_reads_keeps_pinging_in_bounded_memory() {

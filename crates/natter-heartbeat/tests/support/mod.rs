@@ -385,6 +385,66 @@ pub(crate) fn lost_bound(failures: u32, interval_ms: u64, ping_timeout_ms: u64) 
     Duration::from_millis((u64::from(failures) + 1) * interval_ms + ping_timeout_ms + 1000)
 }
 
+/// The ping interval the process tests run with: short, so that a whole
+/// file runs in seconds.
+pub(crate) const INTERVAL_MS: u64 = 200;
+/// Failed pings before a node is lost.
+pub(crate) const FAILURES: u32 = 3;
+/// The ping timeout: by default, the interval.
+pub(crate) const PING_TIMEOUT_MS: u64 = INTERVAL_MS;
+
+pub(crate) const SECOND: Duration = Duration::from_secs(1);
+
+pub(crate) fn interval() -> Duration {
+    Duration::from_millis(INTERVAL_MS)
+}
+
+/// How long a master started by [`start_master`] may take to report a
+/// dead node lost.
+pub(crate) fn lost_in_time() -> Duration {
+    lost_bound(FAILURES, INTERVAL_MS, PING_TIMEOUT_MS)
+}
+
+/// A master pinging every [`INTERVAL_MS`], a node lost after
+/// [`FAILURES`] failed pings; `extra` arguments after those.
+pub(crate) fn start_master(extra: &[&str]) -> (Heartbeat, String) {
+    let interval = INTERVAL_MS.to_string();
+    let failures = FAILURES.to_string();
+    let mut args = vec!["--interval-ms", &interval, "--failures", &failures];
+    args.extend_from_slice(extra);
+    Heartbeat::master(&args)
+}
+
+/// Starts node `id` for the master at `master_addr`, losing the master
+/// after `master_timeout_ms` of silence, with `extra` arguments; waits
+/// until both sides report the registration. Returns the node with its
+/// heartbeat address.
+pub(crate) fn join(
+    master: &mut Heartbeat,
+    master_addr: &str,
+    id: &str,
+    master_timeout_ms: &str,
+    extra: &[&str],
+) -> (Heartbeat, String) {
+    let mut args = vec!["--master-timeout-ms", master_timeout_ms];
+    args.extend_from_slice(extra);
+    let (mut node, addr) = Heartbeat::node(id, master_addr, &args);
+    node.expect_event(
+        5 * SECOND,
+        json!({"event": "registered", "master": master_addr}),
+    );
+    master.expect_event(
+        5 * SECOND,
+        json!({"event": "node_joined", "node": id, "addr": addr}),
+    );
+    (node, addr)
+}
+
+/// Whether `event` is a `kind` event about node `node`.
+pub(crate) fn event_is(event: &Value, kind: &str, node: &str) -> bool {
+    event["event"] == kind && event["node"] == node
+}
+
 /// Runs `test` (a whole test, blocking) with a time limit: panics if it
 /// takes longer than `limit`, and passes on its panic if it fails.
 /// Every wait inside is bounded too; this is the backstop.

@@ -180,7 +180,6 @@ where
             cut: Box::pin(signals.cut.clone().cancelled_owned()),
             signals: signals.clone(),
             waker: None,
-            outbound_watched: false,
             sent: 0,
             conn,
             counters: events.counters().clone(),
@@ -246,16 +245,11 @@ pin_project! {
         cut: Pin<Box<WaitForCancellationFutureOwned>>,
         // The tokens behind `shutdown` and `cut`.
         signals: Signals,
-        // The waker `close`, `shutdown`, `cut` and `outbound` were last
+        // The waker `close`, `shutdown` and `cut` were last
         // polled with. Their registrations stand while the task's waker is
         // the same, so a check of the flags then replaces polling them,
         // which takes their locks and costs as much as a few frames.
         waker: Option<Waker>,
-        // `outbound` has our waker: it came up empty at a `poll_recv` and
-        // nothing was taken from it since. Then a cheap emptiness check
-        // replaces `poll_recv` (which takes the waker again and costs as
-        // much as a frame).
-        outbound_watched: bool,
         // `Conn::sent` when the driver last took what handlers sent.
         sent: u64,
         conn: Conn,
@@ -290,6 +284,14 @@ struct Pass {
     /// The stream had nothing to read, and has our waker: reading again
     /// before it wakes us would only find it empty again.
     read_blocked: bool,
+    /// `outbound` came up empty at a `poll_recv` in this poll, which left
+    /// our waker with it: until something is taken from it, a cheap
+    /// emptiness check replaces `poll_recv` (which takes the waker again
+    /// and costs as much as a frame). Only within one poll: a wake-up
+    /// for a frame already taken (its sender on another thread wakes us
+    /// after we took it) spends that registration, so the next poll
+    /// registers again.
+    outbound_blocked: bool,
 }
 
 /// What the flush step decided.
@@ -340,7 +342,7 @@ where
             // frames as long as there is room for them. (Frames sent
             // through `Conn` later wake us, or come before the reply of the
             // handler that sent them.)
-            this.take_sent(cx);
+            this.take_sent(cx, &mut pass);
             loop {
                 let mut progress = this.take_replies(cx, &mut pass);
                 match this.read_frames(cx, &mut pass) {
@@ -463,7 +465,6 @@ where
             return false;
         }
         *self.waker = Some(cx.waker().clone());
-        *self.outbound_watched = false;
         *self.idle_watched = false;
         if self.cut.as_mut().poll(cx).is_ready() {
             return true;
@@ -481,12 +482,12 @@ where
 
     /// Frames sent through `Conn` (and a client's requests), into the
     /// write buffer.
-    fn take_sent(&mut self, cx: &mut Context<'_>) {
+    fn take_sent(&mut self, cx: &mut Context<'_>, pass: &mut Pass) {
         if self.requests.is_some() {
             let room = self.writer.len() < self.limits.write_buffer;
             self.take_requests(cx.waker(), room);
         }
-        if *self.outbound_watched && self.outbound.is_empty() {
+        if pass.outbound_blocked && self.outbound.is_empty() {
             return;
         }
         while self.writer.len() < self.limits.write_buffer {
@@ -499,7 +500,7 @@ where
                 Poll::Pending => {
                     // Unless it was only out of budget (tokio's `coop`),
                     // which wakes us without keeping our waker.
-                    *self.outbound_watched = coop::has_budget_remaining();
+                    pass.outbound_blocked = coop::has_budget_remaining();
                     break;
                 }
             }
@@ -544,6 +545,7 @@ where
         let sent = self.conn.sent();
         if sent != *self.sent {
             *self.sent = sent;
+            pass.outbound_blocked = false;
             self.take_sent_now();
         }
         match outcome {
@@ -569,8 +571,6 @@ where
     /// their replies.
     #[cold]
     fn take_sent_now(&mut self) {
-        // Whatever woke us for these took our waker with it.
-        *self.outbound_watched = false;
         while let Ok(bytes) = self.outbound.try_recv() {
             self.writer.put(&bytes);
             self.tally.frames_written += 1;
@@ -772,7 +772,6 @@ where
         if finishing {
             self.take_requests(cx.waker(), true);
             self.outbound.close();
-            *self.outbound_watched = false;
             while let Ok(bytes) = self.outbound.try_recv() {
                 self.writer.put(&bytes);
             }
@@ -927,7 +926,11 @@ where
     /// the connection closes after the replies before it.
     fn frame_failed(&mut self, error: Error) {
         if *self.failed {
-            self.report(error, true);
+            // A frame in flight behind the one that closed the connection:
+            // counted, logged at debug, but no event of its own (the close
+            // was reported once).
+            self.counters.error(&error);
+            tracing::debug!(%error, "frame after the one that closed the connection");
             return;
         }
         let Some(reply) = self.ask_hook(&error) else {
