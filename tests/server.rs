@@ -1176,6 +1176,39 @@ async fn a_frame_sent_from_elsewhere_after_the_handler_sent_its_own_is_written_a
     .await
 }
 
+/// A stream of frames sent through `Conn` from another thread while the
+/// driver writes the ones before: a sender's wake-up that lands after the
+/// driver took its frame must not leave the next frame waiting for a
+/// wake-up nobody sends (it once did, and the stream stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_frames_sent_from_another_thread_is_never_stranded() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    within("the test", async {
+        let count = 50_000;
+        let (conns, mut conn) = mpsc::unbounded_channel::<Conn>();
+        let server = start(bind(Server::builder()).await, move |conn: &Conn| {
+            let _ = conns.send(conn.clone());
+            service_fn(|_: Frame| std::future::ready(Ok::<_, Infallible>(())))
+        });
+        let client = connect(server.addr).await;
+        let conn = conn.recv().await.expect("a connection");
+        let runtime = tokio::runtime::Handle::current();
+        // A thread of the blocking pool: it sends while the driver runs.
+        let sender = tokio::task::spawn_blocking(move || {
+            for i in 0..count {
+                runtime.block_on(conn.send(i.to_string())).unwrap();
+            }
+        });
+        let mut lines = BufReader::new(client).lines();
+        for i in 0..count {
+            let line = lines.next_line().await.unwrap().expect("a frame");
+            assert_eq!(line, i.to_string());
+        }
+        sender.await.unwrap();
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sending_a_frame_that_contains_the_delimiter_fails_and_writes_nothing() {
     within("the test", async {

@@ -181,6 +181,8 @@ where
             signals: signals.clone(),
             waker: None,
             sent: 0,
+            taken: 0,
+            outbound_watched: false,
             conn,
             counters: events.counters().clone(),
             events,
@@ -252,6 +254,17 @@ pin_project! {
         waker: Option<Waker>,
         // `Conn::sent` when the driver last took what handlers sent.
         sent: u64,
+        // Frames taken from `outbound` so far.
+        taken: u64,
+        // `outbound` came up empty at a `poll_recv` that left our waker
+        // with it, and nothing was taken since: a cheap emptiness check
+        // then replaces `poll_recv` (which takes the waker again and costs
+        // as much as a frame). Only when every frame taken before had been
+        // counted in `Conn::sent` before that `poll_recv`: a sender counts
+        // its frame after its wake-up, and a wake-up still on its way for
+        // a frame already taken would spend the registration, leaving the
+        // next frame to wake nobody.
+        outbound_watched: bool,
         conn: Conn,
         events: EventSender,
         counters: Arc<Counters>,
@@ -284,14 +297,6 @@ struct Pass {
     /// The stream had nothing to read, and has our waker: reading again
     /// before it wakes us would only find it empty again.
     read_blocked: bool,
-    /// `outbound` came up empty at a `poll_recv` in this poll, which left
-    /// our waker with it: until something is taken from it, a cheap
-    /// emptiness check replaces `poll_recv` (which takes the waker again
-    /// and costs as much as a frame). Only within one poll: a wake-up
-    /// for a frame already taken (its sender on another thread wakes us
-    /// after we took it) spends that registration, so the next poll
-    /// registers again.
-    outbound_blocked: bool,
 }
 
 /// What the flush step decided.
@@ -342,7 +347,7 @@ where
             // frames as long as there is room for them. (Frames sent
             // through `Conn` later wake us, or come before the reply of the
             // handler that sent them.)
-            this.take_sent(cx, &mut pass);
+            this.take_sent(cx);
             loop {
                 let mut progress = this.take_replies(cx, &mut pass);
                 match this.read_frames(cx, &mut pass) {
@@ -465,6 +470,7 @@ where
             return false;
         }
         *self.waker = Some(cx.waker().clone());
+        *self.outbound_watched = false;
         *self.idle_watched = false;
         if self.cut.as_mut().poll(cx).is_ready() {
             return true;
@@ -482,25 +488,29 @@ where
 
     /// Frames sent through `Conn` (and a client's requests), into the
     /// write buffer.
-    fn take_sent(&mut self, cx: &mut Context<'_>, pass: &mut Pass) {
+    fn take_sent(&mut self, cx: &mut Context<'_>) {
         if self.requests.is_some() {
             let room = self.writer.len() < self.limits.write_buffer;
             self.take_requests(cx.waker(), room);
         }
-        if pass.outbound_blocked && self.outbound.is_empty() {
+        if *self.outbound_watched && self.outbound.is_empty() {
             return;
         }
+        *self.outbound_watched = false;
+        // Read before `poll_recv` registers our waker.
+        let counted = self.conn.sent();
         while self.writer.len() < self.limits.write_buffer {
             match self.outbound.poll_recv(cx) {
                 Poll::Ready(Some(bytes)) => {
                     self.writer.put(&bytes);
+                    *self.taken += 1;
                     self.tally.frames_written += 1;
                 }
                 Poll::Ready(None) => break,
                 Poll::Pending => {
                     // Unless it was only out of budget (tokio's `coop`),
                     // which wakes us without keeping our waker.
-                    pass.outbound_blocked = coop::has_budget_remaining();
+                    *self.outbound_watched = counted == *self.taken && coop::has_budget_remaining();
                     break;
                 }
             }
@@ -511,6 +521,7 @@ where
     /// that are queued (their number is bounded by `max_pending`, their
     /// bytes by the client, which waits while the queue holds
     /// `write_buffer` bytes).
+    #[inline(never)]
     fn take_requests(&mut self, waker: &Waker, room: bool) {
         if let Some(requests) = self.requests.as_ref() {
             let writer = &mut *self.writer;
@@ -545,7 +556,6 @@ where
         let sent = self.conn.sent();
         if sent != *self.sent {
             *self.sent = sent;
-            pass.outbound_blocked = false;
             self.take_sent_now();
         }
         match outcome {
@@ -571,8 +581,10 @@ where
     /// their replies.
     #[cold]
     fn take_sent_now(&mut self) {
+        *self.outbound_watched = false;
         while let Ok(bytes) = self.outbound.try_recv() {
             self.writer.put(&bytes);
+            *self.taken += 1;
             self.tally.frames_written += 1;
         }
     }
@@ -668,6 +680,7 @@ where
     /// is answered at once, with no handler to wait for). The codec
     /// refusing an answer closes the connection whatever the error policy
     /// (there is no handler whose place a hook's reply could take).
+    #[inline(never)]
     fn read_answers(&mut self, cx: &mut Context<'_>, pass: &mut Pass) -> Result<bool, Exit> {
         let mut progress = false;
         let mut failed = None;
@@ -772,6 +785,7 @@ where
         if finishing {
             self.take_requests(cx.waker(), true);
             self.outbound.close();
+            *self.outbound_watched = false;
             while let Ok(bytes) = self.outbound.try_recv() {
                 self.writer.put(&bytes);
             }
