@@ -450,6 +450,53 @@ async fn pipelined_requests_from_another_thread_never_stall_the_connection() {
 }
 
 #[tokio::test]
+async fn the_idle_timeout_closes_a_connection_whose_server_stops_answering_and_fails_its_request() {
+    within(async {
+        let (listener, addr) = raw_listener().await;
+        let server = tokio::spawn(async move {
+            let mut server = accept(&listener).await;
+            let first = read_line(&mut server).await;
+            server
+                .write_all(format!("re:{first}").as_bytes())
+                .await
+                .unwrap();
+            // Reads the second request and never answers it.
+            let _ = read_line(&mut server).await;
+            read_line(&mut server).await
+        });
+        let service = Client::builder()
+            .idle_timeout(ms(200))
+            .connect_service(addr)
+            .await
+            .unwrap();
+        let mut events = service.events();
+        assert_eq!(
+            service.clone().oneshot(Frame::from("first")).await.unwrap(),
+            "re:first"
+        );
+
+        let started = Instant::now();
+        let unanswered = service.clone().oneshot(Frame::from("second")).await;
+
+        assert!(matches!(unanswered, Err(Error::Closed)), "{unanswered:?}");
+        assert!(started.elapsed() >= ms(150), "{:?}", started.elapsed());
+        let error = next_event(&mut events, |kind| matches!(kind, EventKind::Error { .. })).await;
+        assert!(
+            matches!(
+                &error,
+                EventKind::Error {
+                    error: Error::IdleTimeout(_),
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(server.await.unwrap(), "", "the client closed");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn call_all_yields_responses_in_request_order_even_when_the_server_finishes_them_out_of_order()
  {
     within(async {
@@ -1124,6 +1171,162 @@ async fn an_answer_cut_short_by_a_closing_server_is_not_an_answer() {
             ),
             "{error:?}"
         );
+    })
+    .await;
+}
+
+/// A client pipelining large requests to a natter echo server must never
+/// deadlock with it: the client goes on reading answers while its write
+/// buffer is full. (It once paused, as a server does: the server, whose
+/// answers it did not read, paused too and stopped taking its requests,
+/// and both waited for the write timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_pipelined_requests_to_an_echo_server_never_deadlock() {
+    use futures::stream::FuturesOrdered;
+    within(async {
+        // A client write buffer larger than the sockets' own: the client
+        // may queue more than the server takes while it does not read.
+        let big = 16 << 20;
+        let (addr, _server) = natter_server(Server::builder(), |_: &Conn| {
+            service_fn(|frame: Frame| ready(Ok::<_, BoxError>(frame)))
+        })
+        .await;
+        let mut service = Client::builder()
+            .write_buffer(big)
+            .connect_service(addr)
+            .await
+            .unwrap();
+        let mut in_flight = FuturesOrdered::new();
+        let (mut sent, mut answered) = (0_usize, 0_usize);
+        let total = 4_000;
+        let body = "x".repeat(60_000);
+        while answered < total {
+            if sent < total && in_flight.len() < 1024 {
+                let frame = Frame::from(format!("{sent} {body}"));
+                in_flight.push_back(service.ready().await.unwrap().call(frame));
+                sent += 1;
+                continue;
+            }
+            let answer = in_flight.next().await.unwrap().unwrap();
+            assert!(
+                answer
+                    .to_str()
+                    .unwrap()
+                    .starts_with(&format!("{answered} "))
+            );
+            answered += 1;
+        }
+        service.close();
+    })
+    .await;
+}
+
+/// Stress: a tiny write buffer and `max_pending`, several callers on two
+/// worker threads, and callers giving up at random (their futures
+/// dropped): readiness (a place, room in the queue) and every answer must
+/// keep coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stress_places_room_and_abandoned_requests_across_threads() {
+    use futures::stream::FuturesOrdered;
+    within(async {
+        let (addr, _server) = natter_server(Server::builder(), |_: &Conn| {
+            service_fn(|frame: Frame| ready(Ok::<_, BoxError>(frame)))
+        })
+        .await;
+        let service = Client::builder()
+            .write_buffer(64)
+            .max_pending(4)
+            .connect_service(addr)
+            .await
+            .unwrap();
+        let tasks = (0..4_u64).map(|task| {
+            let mut service = service.clone();
+            tokio::spawn(async move {
+                let mut in_flight = FuturesOrdered::new();
+                let (mut sent, mut done) = (0_u64, 0_u64);
+                while done < 3_000 {
+                    if sent < 3_000 && in_flight.len() < 8 {
+                        let frame = Frame::from(format!("{task} {sent} {}", "y".repeat(20)));
+                        let call = service.ready().await.unwrap().call(frame);
+                        let expect = format!("{task} {sent} ");
+                        // Every 7th caller gives up almost at once.
+                        let patience = if sent % 7 == 3 { 1 } else { 10_000_000 };
+                        in_flight.push_back(async move {
+                            let patience = Duration::from_micros(patience);
+                            if let Ok(answer) = tokio::time::timeout(patience, call).await {
+                                assert!(answer.unwrap().to_str().unwrap().starts_with(&expect))
+                            }
+                        });
+                        sent += 1;
+                        continue;
+                    }
+                    in_flight.next().await.unwrap();
+                    done += 1;
+                }
+            })
+        });
+        for task in join_all(tasks).await {
+            task.unwrap();
+        }
+        service.close();
+    })
+    .await;
+}
+
+/// Stress: the server closes the connection every few frames while
+/// callers on two worker threads keep sending: every request ends (answered
+/// or `Closed`), and readiness comes back on the next connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stress_requests_across_reconnects_always_end() {
+    use futures::stream::FuturesUnordered;
+    within(async {
+        let (addr, _server) = natter_server(Server::builder(), |conn: &Conn| {
+            let conn = conn.clone();
+            let mut n = 0_u32;
+            service_fn(move |frame: Frame| {
+                n += 1;
+                if n % 37 == 0 {
+                    conn.close();
+                }
+                ready(Ok::<_, BoxError>(frame))
+            })
+        })
+        .await;
+        let service = Client::builder()
+            .reconnect(Backoff::new(ms(1), ms(2)))
+            .max_pending(16)
+            .connect_service(addr)
+            .await
+            .unwrap();
+        let tasks = (0..4_u64).map(|task| {
+            let mut service = service.clone();
+            tokio::spawn(async move {
+                let mut in_flight = FuturesUnordered::new();
+                let (mut answered, mut sent) = (0_u64, 0_u64);
+                while answered < 1_000 {
+                    if in_flight.len() < 8 && sent < 100_000 {
+                        let frame = Frame::from(format!("{task} {sent}"));
+                        let expect = frame.clone();
+                        let call = service.ready().await.unwrap().call(frame);
+                        in_flight.push(async move { (call.await, expect) });
+                        sent += 1;
+                        continue;
+                    }
+                    match in_flight.next().await.unwrap() {
+                        (Ok(answer), expect) => {
+                            assert_eq!(answer, expect);
+                            answered += 1;
+                        }
+                        (Err(Error::Closed), _) => {}
+                        (Err(error), _) => panic!("{error}"),
+                    }
+                }
+            })
+        });
+        for task in join_all(tasks).await {
+            task.unwrap();
+        }
+        service.close();
     })
     .await;
 }

@@ -256,6 +256,9 @@ impl Link {
             }
             let failed = queue.waiters.len();
             queue.waiters.clear();
+            // Requests not taken by the writer are never sent.
+            queue.bytes.clear();
+            queue.frames = 0;
             wake.append(&mut queue.room_to_wake(self));
             failed
         };

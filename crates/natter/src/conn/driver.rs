@@ -361,7 +361,7 @@ where
                     break;
                 }
             }
-            let finishing = this.finishing(cx);
+            let finishing = this.finishing();
             match this.flush(cx, finishing, flush_at) {
                 Flushed::Again => continue,
                 Flushed::Exit(exit) => return Poll::Ready(exit),
@@ -684,10 +684,12 @@ where
     fn read_answers(&mut self, cx: &mut Context<'_>, pass: &mut Pass) -> Result<bool, Exit> {
         let mut progress = false;
         let mut failed = None;
-        while *self.reading != Reading::Done
-            && !pass.read_blocked
-            && self.writer.len() < self.limits.write_buffer
-        {
+        // Answers are read whatever the write buffer holds: they are
+        // bounded by `max_pending`, not by what we write, and a server
+        // that pauses its reading while we do not read its answers would
+        // otherwise never take the requests we wait to write (a deadlock
+        // once both ends queue more than the sockets hold).
+        while *self.reading != Reading::Done && !pass.read_blocked {
             if self.conn.close_requested() {
                 self.stop_reading(CloseReason::Local);
                 break;
@@ -779,11 +781,14 @@ where
 
     /// Whether the connection has nothing left but writing; if so, refuses
     /// new frames from `Conn` and takes the ones queued.
-    fn finishing(&mut self, cx: &mut Context<'_>) -> bool {
+    fn finishing(&mut self) -> bool {
         let finishing =
             *self.reading == Reading::Done && self.pending.is_none() && self.pipeline.is_empty();
         if finishing {
-            self.take_requests(cx.waker(), true);
+            // A client's requests still queued are not taken: no answer
+            // can be read any more, and their callers get `Closed`, so a
+            // request that fails is never one the server saw (a retry
+            // would run it twice).
             self.outbound.close();
             *self.outbound_watched = false;
             while let Ok(bytes) = self.outbound.try_recv() {

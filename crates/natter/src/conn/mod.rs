@@ -115,7 +115,12 @@ macro_rules! connection_options {
         /// Closes a connection that completes no frame for this long,
         /// counted from connect or the last complete frame (a partial frame
         /// does not count; the clock stops while a handler for the
-        /// connection runs). `None` turns it off.
+        /// connection runs). `None` turns it off. On a client the clock
+        /// runs while requests wait for their answers: it is how a client
+        /// notices a server that went silent (a partition, a frozen
+        /// process), and the waiting requests then fail with
+        /// [`Error::Closed`](crate::Error::Closed). Set it above the
+        /// slowest answer you expect.
         ///
         /// Default: 5 minutes on a server, where a peer that connects and
         /// says nothing, trickles a frame that never ends, or vanished
@@ -139,7 +144,9 @@ macro_rules! connection_options {
         /// 64 KiB). Bounds the memory a peer that does not read can make us
         /// hold. A [`ClientService`](crate::ClientService)'s `poll_ready`
         /// also waits while this many bytes of requests are queued and
-        /// not yet taken by the writer.
+        /// not yet taken by the writer; its connection goes on reading
+        /// answers whatever it has to write (they are bounded by
+        /// `max_pending`).
         pub fn write_buffer(mut self, high_water: usize) -> Self {
             self.conn.write_buffer = high_water;
             self
