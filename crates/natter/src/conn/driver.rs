@@ -18,10 +18,13 @@
 //! (large frames) are written before the batch ends. Nothing that has our
 //! waker (the signals, the send queue, the idle timer) is polled again
 //! while the task's waker is the same: a check of its flag replaces the
-//! poll. Reading
-//! pauses while the write buffer is above its high-water mark, so a peer
-//! that does not read cannot make the connection buffer without bound; the
-//! write timeout then closes it.
+//! poll (for the send queue only while no wake-up for a frame already
+//! taken can still be on its way, see `outbound_watched`). Reading pauses
+//! while the write buffer is above its high-water mark, so a peer that
+//! does not read cannot make the connection buffer without bound; the
+//! write timeout then closes it. A client's connection reads its answers
+//! regardless (they are bounded by `max_pending`): a server that pauses
+//! the same way would otherwise deadlock with it.
 //!
 //! How a connection ends:
 //! * it stops *reading* when the peer half-closes, on a failed frame that
@@ -497,7 +500,11 @@ where
             return;
         }
         *self.outbound_watched = false;
-        // Read before `poll_recv` registers our waker.
+        // Read before `poll_recv` registers our waker. Counts, not sets,
+        // are compared: a frame counted and not yet taken while another is
+        // taken and not yet counted sits behind the first, and tokio's
+        // `is_empty` (tail minus head) reports it, so the next poll
+        // registers again.
         let counted = self.conn.sent();
         while self.writer.len() < self.limits.write_buffer {
             match self.outbound.poll_recv(cx) {
