@@ -1054,65 +1054,55 @@ async fn without_reconnect_a_refused_first_dial_is_an_error() {
     .await;
 }
 
+/// Two requests wait; the server answers the first with more than the
+/// client's frame limit, then writes `after` and keeps the connection
+/// open. Both requests must fail at once.
+async fn an_answer_over_the_limit_fails_both_waiting_requests(
+    builder: natter::ClientBuilder<tower::layer::util::Identity>,
+    after: &str,
+) {
+    let (listener, addr) = raw_listener().await;
+    let mut client = builder
+        .codec(natter::DelimiterCodec::lines().max_frame_length(16))
+        // Were the waiting requests to wait for the connection's end,
+        // they would wait out this linger, past the test's bound.
+        .linger(Duration::from_secs(60))
+        .connect_service(addr)
+        .await
+        .unwrap();
+    let mut server = accept(&listener).await;
+    let first = client.ready().await.unwrap().call("one".into());
+    let second = client.ready().await.unwrap().call("two".into());
+    assert_eq!(read_line(&mut server).await, "one\n");
+    assert_eq!(read_line(&mut server).await, "two\n");
+    server
+        .get_mut()
+        .write_all(format!("{}\n{after}", "x".repeat(100)).as_bytes())
+        .await
+        .unwrap();
+    assert!(matches!(first.await, Err(Error::Closed)));
+    assert!(matches!(second.await, Err(Error::Closed)));
+    drop(server);
+}
+
 #[tokio::test]
 async fn an_answer_over_the_frame_limit_fails_every_waiting_request_at_once() {
-    within(async {
-        let (listener, addr) = raw_listener().await;
-        let mut client = Client::builder()
-            .codec(natter::DelimiterCodec::lines().max_frame_length(16))
-            // Were the waiting requests to wait for the connection's end,
-            // they would wait out this linger, past the test's bound.
-            .linger(Duration::from_secs(60))
-            .connect_service(addr)
-            .await
-            .unwrap();
-        let mut server = accept(&listener).await;
-        let first = client.ready().await.unwrap().call("one".into());
-        let second = client.ready().await.unwrap().call("two".into());
-        assert_eq!(read_line(&mut server).await, "one\n");
-        assert_eq!(read_line(&mut server).await, "two\n");
-        // An answer longer than the client's limit; the server then says
-        // nothing more and keeps the connection open.
-        server
-            .get_mut()
-            .write_all(format!("{}\n", "x".repeat(100)).as_bytes())
-            .await
-            .unwrap();
-        assert!(matches!(first.await, Err(Error::Closed)));
-        assert!(matches!(second.await, Err(Error::Closed)));
-        drop(server);
-    })
+    within(an_answer_over_the_limit_fails_both_waiting_requests(
+        Client::builder(),
+        "",
+    ))
     .await;
 }
 
 #[tokio::test]
 async fn an_answer_over_the_frame_limit_fails_every_waiting_request_even_with_an_error_hook() {
-    within(async {
-        let (listener, addr) = raw_listener().await;
-        // The hook is for a handler's frames; a ClientService has none, and
-        // an answer it cannot read must not let the next answer land on
-        // this request.
-        let mut client = Client::builder()
-            .codec(natter::DelimiterCodec::lines().max_frame_length(16))
-            .on_error(|_, _| Some("sorry".into()))
-            .linger(Duration::from_secs(60))
-            .connect_service(addr)
-            .await
-            .unwrap();
-        let mut server = accept(&listener).await;
-        let first = client.ready().await.unwrap().call("one".into());
-        let second = client.ready().await.unwrap().call("two".into());
-        assert_eq!(read_line(&mut server).await, "one\n");
-        assert_eq!(read_line(&mut server).await, "two\n");
-        server
-            .get_mut()
-            .write_all(format!("{}\nto two\n", "x".repeat(100)).as_bytes())
-            .await
-            .unwrap();
-        assert!(matches!(first.await, Err(Error::Closed)));
-        assert!(matches!(second.await, Err(Error::Closed)));
-        drop(server);
-    })
+    // The hook is for a handler's frames; a ClientService has none, and an
+    // answer it cannot read must not let the next answer land on this
+    // request.
+    let builder = Client::builder().on_error(|_, _| Some("sorry".into()));
+    within(an_answer_over_the_limit_fails_both_waiting_requests(
+        builder, "to two\n",
+    ))
     .await;
 }
 

@@ -641,10 +641,7 @@ where
                         break;
                     }
                     Poll::Pending => {
-                        pass.read_blocked = true;
-                        if *self.reading == Reading::Draining && !self.io.has_unread_input() {
-                            self.stop_reading(CloseReason::Shutdown);
-                        }
+                        self.read_blocked(pass);
                         break;
                     }
                 },
@@ -721,10 +718,7 @@ where
                     break;
                 }
                 Poll::Pending => {
-                    pass.read_blocked = true;
-                    if *self.reading == Reading::Draining && !self.io.has_unread_input() {
-                        self.stop_reading(CloseReason::Shutdown);
-                    }
+                    self.read_blocked(pass);
                     break;
                 }
             }
@@ -747,6 +741,16 @@ where
             Some(Err(error)) => return Err(self.read_failed(error)),
         }
         Ok(progress)
+    }
+
+    /// The stream has nothing to read now, and has our waker. Draining, a
+    /// connection with nothing left unread stops reading.
+    #[inline]
+    fn read_blocked(&mut self, pass: &mut Pass) {
+        pass.read_blocked = true;
+        if *self.reading == Reading::Draining && !self.io.has_unread_input() {
+            self.stop_reading(CloseReason::Shutdown);
+        }
     }
 
     /// `offer`, in a span of its own.
