@@ -424,29 +424,50 @@ async fn pipelined_requests_are_each_answered_with_their_own_response() {
 /// next request waited forever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_from_another_thread_never_stall_the_connection() {
-    use futures::stream::FuturesOrdered;
     within(async {
-        let (addr, _server) = natter_server(Server::builder(), |_: &Conn| {
-            service_fn(|frame: Frame| ready(Ok::<_, BoxError>(frame)))
-        })
-        .await;
-        let mut service = Client::builder().connect_service(addr).await.unwrap();
-        let mut in_flight = FuturesOrdered::new();
-        let (mut sent, mut answered) = (0_usize, 0_usize);
-        while answered < 20_000 {
-            if sent < 20_000 && in_flight.len() < 8 {
-                let frame = Frame::from(format!("request {sent}"));
-                in_flight.push_back(service.ready().await.unwrap().call(frame));
-                sent += 1;
-                continue;
-            }
-            let answer = in_flight.next().await.unwrap().unwrap();
-            assert_eq!(answer, format!("request {answered}").as_str());
-            answered += 1;
-        }
-        service.close();
+        let service = Client::builder()
+            .connect_service(echo_server().await)
+            .await
+            .unwrap();
+        pipeline(service, 20_000, 8, |i| format!("request {i}")).await;
     })
     .await;
+}
+
+/// A natter echo server on a free loopback port (it runs until the test
+/// ends).
+async fn echo_server() -> SocketAddr {
+    let (addr, _handle) = natter_server(Server::builder(), |_: &Conn| {
+        service_fn(|frame: Frame| ready(Ok::<_, BoxError>(frame)))
+    })
+    .await;
+    addr
+}
+
+/// Sends `total` requests through `service` with `window` in flight, the
+/// next one as soon as an answer comes, as the `client` example does;
+/// each answer must be its own request echoed. Closes the service at the
+/// end.
+async fn pipeline(
+    mut service: natter::ClientService,
+    total: usize,
+    window: usize,
+    request: impl Fn(usize) -> String,
+) {
+    let mut in_flight = futures::stream::FuturesOrdered::new();
+    let (mut sent, mut answered) = (0, 0);
+    while answered < total {
+        if sent < total && in_flight.len() < window {
+            let frame = Frame::from(request(sent));
+            in_flight.push_back(service.ready().await.unwrap().call(frame));
+            sent += 1;
+            continue;
+        }
+        let answer = in_flight.next().await.unwrap().unwrap();
+        assert!(answer == request(answered).as_str(), "answer {answered}");
+        answered += 1;
+    }
+    service.close();
 }
 
 #[tokio::test]
@@ -1054,6 +1075,26 @@ async fn without_reconnect_a_refused_first_dial_is_an_error() {
     .await;
 }
 
+/// A `ClientService` made by `builder` against a raw server, with two
+/// requests waiting ("one" and "two", both read by the server).
+async fn two_waiting_requests(
+    builder: natter::ClientBuilder<tower::layer::util::Identity>,
+) -> (
+    natter::ClientService,
+    BufReader<TcpStream>,
+    natter::client::ResponseFuture,
+    natter::client::ResponseFuture,
+) {
+    let (listener, addr) = raw_listener().await;
+    let mut client = builder.connect_service(addr).await.unwrap();
+    let mut server = accept(&listener).await;
+    let first = client.ready().await.unwrap().call("one".into());
+    let second = client.ready().await.unwrap().call("two".into());
+    assert_eq!(read_line(&mut server).await, "one\n");
+    assert_eq!(read_line(&mut server).await, "two\n");
+    (client, server, first, second)
+}
+
 /// Two requests wait; the server answers the first with more than the
 /// client's frame limit, then writes `after` and keeps the connection
 /// open. Both requests must fail at once.
@@ -1061,20 +1102,12 @@ async fn an_answer_over_the_limit_fails_both_waiting_requests(
     builder: natter::ClientBuilder<tower::layer::util::Identity>,
     after: &str,
 ) {
-    let (listener, addr) = raw_listener().await;
-    let mut client = builder
+    let builder = builder
         .codec(natter::DelimiterCodec::lines().max_frame_length(16))
         // Were the waiting requests to wait for the connection's end,
         // they would wait out this linger, past the test's bound.
-        .linger(Duration::from_secs(60))
-        .connect_service(addr)
-        .await
-        .unwrap();
-    let mut server = accept(&listener).await;
-    let first = client.ready().await.unwrap().call("one".into());
-    let second = client.ready().await.unwrap().call("two".into());
-    assert_eq!(read_line(&mut server).await, "one\n");
-    assert_eq!(read_line(&mut server).await, "two\n");
+        .linger(Duration::from_secs(60));
+    let (_client, mut server, first, second) = two_waiting_requests(builder).await;
     server
         .get_mut()
         .write_all(format!("{}\n{after}", "x".repeat(100)).as_bytes())
@@ -1109,14 +1142,8 @@ async fn an_answer_over_the_frame_limit_fails_every_waiting_request_even_with_an
 #[tokio::test]
 async fn a_frame_no_request_waits_for_closes_the_connection_after_the_answers_before_it() {
     within(async {
-        let (listener, addr) = raw_listener().await;
-        let mut client = Client::builder().connect_service(addr).await.unwrap();
+        let (mut client, mut server, first, second) = two_waiting_requests(Client::builder()).await;
         let mut events = client.events();
-        let mut server = accept(&listener).await;
-        let first = client.ready().await.unwrap().call("one".into());
-        let second = client.ready().await.unwrap().call("two".into());
-        assert_eq!(read_line(&mut server).await, "one\n");
-        assert_eq!(read_line(&mut server).await, "two\n");
         server
             .get_mut()
             .write_all(b"to one\nto two\nunasked\n")
@@ -1137,14 +1164,8 @@ async fn a_frame_no_request_waits_for_closes_the_connection_after_the_answers_be
 #[tokio::test]
 async fn an_answer_cut_short_by_a_closing_server_is_not_an_answer() {
     within(async {
-        let (listener, addr) = raw_listener().await;
-        let mut client = Client::builder().connect_service(addr).await.unwrap();
+        let (client, mut server, first, second) = two_waiting_requests(Client::builder()).await;
         let mut events = client.events();
-        let mut server = accept(&listener).await;
-        let first = client.ready().await.unwrap().call("one".into());
-        let second = client.ready().await.unwrap().call("two".into());
-        assert_eq!(read_line(&mut server).await, "one\n");
-        assert_eq!(read_line(&mut server).await, "two\n");
         // The second answer is cut off by the close.
         server.get_mut().write_all(b"VALUE-1\nVAL").await.unwrap();
         drop(server);
@@ -1172,41 +1193,17 @@ async fn an_answer_cut_short_by_a_closing_server_is_not_an_answer() {
 /// and both waited for the write timeout.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_pipelined_requests_to_an_echo_server_never_deadlock() {
-    use futures::stream::FuturesOrdered;
     within(async {
         // A client write buffer larger than the sockets' own: the client
         // may queue more than the server takes while it does not read.
         let big = 16 << 20;
-        let (addr, _server) = natter_server(Server::builder(), |_: &Conn| {
-            service_fn(|frame: Frame| ready(Ok::<_, BoxError>(frame)))
-        })
-        .await;
-        let mut service = Client::builder()
+        let service = Client::builder()
             .write_buffer(big)
-            .connect_service(addr)
+            .connect_service(echo_server().await)
             .await
             .unwrap();
-        let mut in_flight = FuturesOrdered::new();
-        let (mut sent, mut answered) = (0_usize, 0_usize);
-        let total = 1_500;
         let body = "x".repeat(60_000);
-        while answered < total {
-            if sent < total && in_flight.len() < 1024 {
-                let frame = Frame::from(format!("{sent} {body}"));
-                in_flight.push_back(service.ready().await.unwrap().call(frame));
-                sent += 1;
-                continue;
-            }
-            let answer = in_flight.next().await.unwrap().unwrap();
-            assert!(
-                answer
-                    .to_str()
-                    .unwrap()
-                    .starts_with(&format!("{answered} "))
-            );
-            answered += 1;
-        }
-        service.close();
+        pipeline(service, 1_500, 1024, |i| format!("{i} {body}")).await;
     })
     .await;
 }
