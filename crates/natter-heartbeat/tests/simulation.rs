@@ -296,12 +296,13 @@ fn heal(sim: &turmoil::Sim<'_>, a: &str, b: &str, cut: Cut) {
     }
 }
 
-/// Runs `plan` with seed `seed` and returns what was seen.
-fn run(seed: u64, plan: &Plan, detector: DetectorChoice) -> Result<Log, String> {
-    let mut sim = turmoil::Builder::new()
+/// A simulation drawn from `seed` that may run until a minute after `end`
+/// seconds.
+fn simulation(seed: u64, end: f64) -> turmoil::Sim<'static> {
+    turmoil::Builder::new()
         .rng_seed(seed)
         .tick_duration(Duration::from_millis(10))
-        .simulation_duration(secs(plan.end + 60.0))
+        .simulation_duration(secs(end + 60.0))
         // turmoil panics when a listener's queue of connection attempts is
         // full (a kernel would drop them, and the nodes retry): 20 nodes
         // retrying registration through a held partition deliver hundreds
@@ -309,15 +310,19 @@ fn run(seed: u64, plan: &Plan, detector: DetectorChoice) -> Result<Log, String> 
         .tcp_capacity(SOCKET_CAPACITY)
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(5))
-        .build();
-    let log = Log::default();
+        .build()
+}
 
-    let master_start = secs(plan.master_start);
-    let master_log = log.clone();
+/// The master, with `detector`, started `start` into the simulation (at
+/// once for zero); what it reports goes into `log`.
+fn host_master(sim: &mut turmoil::Sim<'_>, log: &Log, detector: DetectorChoice, start: Duration) {
+    let log = log.clone();
     sim.host(MASTER, move || {
-        let log = master_log.clone();
+        let log = log.clone();
         async move {
-            tokio::time::sleep(master_start).await;
+            if !start.is_zero() {
+                tokio::time::sleep(start).await;
+            }
             let config = MasterConfig {
                 interval: INTERVAL,
                 failures: FAILURES.try_into()?,
@@ -332,6 +337,13 @@ fn run(seed: u64, plan: &Plan, detector: DetectorChoice) -> Result<Log, String> 
             Ok(())
         }
     });
+}
+
+/// Runs `plan` with seed `seed` and returns what was seen.
+fn run(seed: u64, plan: &Plan, detector: DetectorChoice) -> Result<Log, String> {
+    let mut sim = simulation(seed, plan.end);
+    let log = Log::default();
+    host_master(&mut sim, &log, detector, secs(plan.master_start));
 
     let mut timeline = Timeline::new();
     for (id, start, role) in &plan.nodes {
@@ -694,37 +706,9 @@ mod comparison {
             .map(|_| rng.random_range(25.0..35.0))
             .collect();
         let end = 50.0;
-        let mut sim = turmoil::Builder::new()
-            .rng_seed(seed)
-            .tick_duration(Duration::from_millis(10))
-            .simulation_duration(secs(end + 60.0))
-            // turmoil panics when a listener's queue of connection attempts is
-            // full (a kernel would drop them, and the nodes retry): 20 nodes
-            // retrying registration through a held partition deliver hundreds
-            // at the heal (seeds 100, 105, 119... of the first 50 run).
-            .tcp_capacity(SOCKET_CAPACITY)
-            .min_message_latency(Duration::from_millis(1))
-            .max_message_latency(Duration::from_millis(5))
-            .build();
+        let mut sim = simulation(seed, end);
         let log = Log::default();
-        let master_log = log.clone();
-        sim.host(MASTER, move || {
-            let log = master_log.clone();
-            async move {
-                let config = MasterConfig {
-                    interval: INTERVAL,
-                    failures: FAILURES.try_into()?,
-                    ping_timeout: PING_TIMEOUT,
-                    detector,
-                    ..MasterConfig::new(([0, 0, 0, 0], REGISTRATION_PORT).into())
-                };
-                let (_master, mut events) = Master::start_on(config, SimNet).await?;
-                while let Some(event) = events.recv().await {
-                    log.push(Seen::Master(event));
-                }
-                Ok(())
-            }
-        });
+        host_master(&mut sim, &log, detector, Duration::ZERO);
         let nodes: Vec<&str> = CRASHED.iter().chain(&HEALTHY).copied().collect();
         for host in &nodes {
             let id = host.to_string();
