@@ -705,12 +705,8 @@ where
                     self.answers.push(frame);
                     progress = true;
                 }
-                Poll::Ready(Some(Err(ReadError::Decode { error, .. }))) => {
-                    failed = Some(Ok(error));
-                    break;
-                }
-                Poll::Ready(Some(Err(ReadError::Io(error)))) => {
-                    failed = Some(Err(error));
+                Poll::Ready(Some(Err(error))) => {
+                    failed = Some(error);
                     break;
                 }
                 Poll::Ready(None) => {
@@ -734,11 +730,12 @@ where
         }
         match failed {
             None => {}
-            Some(Ok(error)) => {
-                self.stop_reading(CloseReason::Error);
-                self.report(error, true);
+            // No hook: a client has no handler whose place its reply could
+            // take.
+            Some(ReadError::Decode { error, .. }) => {
+                self.refused(error, false);
             }
-            Some(Err(error)) => return Err(self.read_failed(error)),
+            Some(ReadError::Io(error)) => return Err(self.read_failed(error)),
         }
         Ok(progress)
     }
